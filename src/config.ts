@@ -1,0 +1,396 @@
+// Owns pg-walsender's settings: the list of settings (flag, environment
+// variable, default, validation), reading the YAML/JSON config file, merging
+// flag > environment > file > default into a Config, and which settings a
+// SIGHUP reload may change. Unit parsing and SHOW-style formatting live in
+// units.ts (re-exported here); flag parsing and --help text in cli.ts.
+
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { Ajv } from 'ajv';
+import { parseDocument } from 'yaml';
+import { helpText, parseFlags } from './cli.ts';
+import type { FlagSpec } from './cli.ts';
+import { formatBytes, formatDurationMs, parseByteSize, parseDuration } from './units.ts';
+
+export { formatBytes, formatDurationMs, parseByteSize, parseDuration };
+
+export type Config = {
+  source: 'demo' | 'archive' | 'upstream';
+  archiveDir: string | null;
+  dataDir: string;
+  /** Bytes per second; 0 = paused. */
+  demoRate: number;
+  demoWalSegmentSize: number;
+  listen: { host: string; port: number };
+  /** null when admin_listen is "off". */
+  adminListen: { host: string; port: number } | null;
+  maxWalSenders: number;
+  /** 0 disables the timeout. */
+  walSenderTimeoutMs: number;
+  workers: number;
+  logLevel: string;
+  /** Absolute path of the config file read, or null. */
+  configFile: string | null;
+};
+
+export type LoadResult =
+  | { kind: 'run'; config: Config }
+  | { kind: 'help'; text: string }
+  | { kind: 'version'; text: string };
+
+/** A bad flag, environment variable, config file or value. The message is one line. */
+export class ConfigError extends Error {
+  /** The setting (snake_case name) the error is about, if any. */
+  readonly setting: string | null;
+  /** Where the bad value came from ("--max-wal-senders", "PGWS_MAX_WAL_SENDERS", "config file /x.yaml"), if known. */
+  readonly origin: string | null;
+  constructor(message: string, setting: string | null = null, origin: string | null = null) {
+    super(message);
+    this.name = 'ConfigError';
+    this.setting = setting;
+    this.origin = origin;
+  }
+}
+
+/** Exit status for a ConfigError (after printing "pg-walsender: <message>" to stderr). */
+export const CONFIG_ERROR_EXIT_CODE = 2;
+
+export const PROGRAM_NAME = 'pg-walsender';
+const ENV_PREFIX = 'PGWS_';
+
+export const SOURCES = ['demo', 'archive', 'upstream'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Settings a SIGHUP may change (Config keys); everything else needs a restart. */
+export const RELOADABLE = ['logLevel', 'walSenderTimeoutMs', 'demoRate'] as const satisfies readonly (keyof Config)[];
+
+type SettingKey = Exclude<keyof Config, 'configFile'>;
+
+type Setting<K extends SettingKey = SettingKey> = {
+  /** snake_case name, as in the config file and in error messages. */
+  name: string;
+  key: K;
+  metavar: string;
+  description: string;
+  /** Default as text, parsed like any other value; null = unset. */
+  default: string | null | (() => string);
+  /** Default as shown in --help, if not the default text itself. */
+  defaultHelp?: string;
+  /** What a valid value looks like, for error messages ("an integer from 1 to 10"). */
+  expected: string;
+  /** Text → value; throws Error(reason) on a bad value. */
+  parse: (text: string) => Config[K];
+};
+
+function enumParser<T extends string>(values: readonly T[]): (text: string) => T {
+  return (text) => {
+    // PostgreSQL matches enum values case-insensitively.
+    const v = values.find((x) => x === text.trim().toLowerCase());
+    if (v === undefined) throw new Error(`expected one of ${values.join(', ')}`);
+    return v;
+  };
+}
+
+function intParser(min: number, max: number): (text: string) => number {
+  return (text) => {
+    const n = /^\s*\+?\d+\s*$/.test(text) ? Number(text) : NaN;
+    if (!(n >= min && n <= max)) throw new Error(`expected an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function parsePath(text: string): string {
+  if (text.trim() === '') throw new Error('expected a non-empty path');
+  return text;
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const HOST_PORT_EXPECTED = 'expected host:port, or [address]:port for IPv6, with a port from 0 to 65535';
+
+/** "host:port", "[::1]:port"; the IPv6 host is returned without brackets. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]]+):(\d{1,5})$/.exec(text);
+  if (m === null) throw new Error(HOST_PORT_EXPECTED);
+  const [, host, portText] = m;
+  const port = Number(portText);
+  const bracketed = text.startsWith('[');
+  const hostOk = bracketed
+    ? isIP(host) === 6
+    : /^[\d.]+$/.test(host) ? isIP(host) === 4 : HOSTNAME.test(host);
+  if (!hostOk || port > 65535) throw new Error(HOST_PORT_EXPECTED);
+  return { host, port };
+}
+
+function parseSegmentSize(text: string): number {
+  const n = parseByteSize(text);
+  const MB = 1024 * 1024;
+  if (n < MB || n > 1024 * MB || (n & (n - 1)) !== 0) throw new Error('expected a power of two from 1MB to 1GB');
+  return n;
+}
+
+function parseTimeout(text: string): number {
+  const ms = parseDuration(text, 'ms');
+  if (ms > 2147483647) throw new Error('value is too large (at most 2147483647ms)');
+  return ms;
+}
+
+function defaultWorkers(): string {
+  return String(Math.min(256, Math.max(1, availableParallelism())));
+}
+
+function setting<K extends SettingKey>(s: Setting<K>): Setting {
+  return s as unknown as Setting;
+}
+
+/** Every setting, in --help order. */
+export const SETTINGS: readonly Setting[] = [
+  setting({
+    name: 'source', key: 'source', metavar: 'SOURCE', default: 'demo',
+    description: 'where WAL comes from: demo, archive, upstream',
+    expected: `one of ${SOURCES.join(', ')}`, parse: enumParser(SOURCES),
+  }),
+  setting({
+    name: 'archive_dir', key: 'archiveDir', metavar: 'DIR', default: null, defaultHelp: 'none',
+    description: 'WAL segments to serve (with --source archive)',
+    expected: 'a directory path', parse: parsePath,
+  }),
+  setting({
+    name: 'data_dir', key: 'dataDir', metavar: 'DIR', default: './data',
+    description: 'WAL store and state directory',
+    expected: 'a directory path', parse: parsePath,
+  }),
+  setting({
+    name: 'demo_rate', key: 'demoRate', metavar: 'SIZE', default: '1MB',
+    description: 'demo WAL bytes per second (0 pauses)',
+    expected: 'a size per second such as 1MB or 512kB, 0 to pause', parse: parseByteSize,
+  }),
+  setting({
+    name: 'demo_wal_segment_size', key: 'demoWalSegmentSize', metavar: 'SIZE', default: '16MB',
+    description: 'demo WAL segment size (power of 2, 1MB to 1GB)',
+    expected: 'a power of two from 1MB to 1GB', parse: parseSegmentSize,
+  }),
+  setting({
+    name: 'listen', key: 'listen', metavar: 'HOST:PORT', default: '127.0.0.1:5433',
+    description: 'replication address (port 0 = any free port)',
+    expected: HOST_PORT_EXPECTED.slice('expected '.length), parse: parseHostPort,
+  }),
+  setting({
+    name: 'admin_listen', key: 'adminListen', metavar: 'HOST:PORT', default: '127.0.0.1:9433',
+    description: 'admin HTTP API and /metrics address, or "off"',
+    expected: 'host:port or "off"',
+    parse: (text) => (text.trim().toLowerCase() === 'off' ? null : parseHostPort(text)),
+  }),
+  setting({
+    name: 'max_wal_senders', key: 'maxWalSenders', metavar: 'N', default: '10',
+    description: 'max concurrent standby connections (1-10000)',
+    expected: 'an integer from 1 to 10000', parse: intParser(1, 10000),
+  }),
+  setting({
+    name: 'wal_sender_timeout', key: 'walSenderTimeoutMs', metavar: 'TIME', default: '60s',
+    description: 'drop a standby silent this long (0 disables)',
+    expected: 'a duration such as 60s or 1min (bare number = milliseconds), 0 to disable', parse: parseTimeout,
+  }),
+  setting({
+    name: 'workers', key: 'workers', metavar: 'N', default: defaultWorkers,
+    defaultHelp: `CPU cores (${defaultWorkers()})`,
+    description: 'sender worker threads (1-256)',
+    expected: 'an integer from 1 to 256', parse: intParser(1, 256),
+  }),
+  setting({
+    name: 'log_level', key: 'logLevel', metavar: 'LEVEL', default: 'info',
+    description: LOG_LEVELS.join(', '),
+    expected: `one of ${LOG_LEVELS.join(', ')}`, parse: enumParser(LOG_LEVELS),
+  }),
+];
+
+const flagOf = (name: string): string => name.replaceAll('_', '-');
+const envOf = (name: string): string => ENV_PREFIX + name.toUpperCase();
+
+const CONFIG_FLAG: FlagSpec = {
+  flag: 'config', env: envOf('config'), metavar: 'FILE', defaultText: 'none',
+  description: 'YAML or JSON file of settings (see below)',
+};
+
+const FLAG_SPECS: readonly FlagSpec[] = [
+  CONFIG_FLAG,
+  ...SETTINGS.map((s) => ({
+    flag: flagOf(s.name), env: envOf(s.name), metavar: s.metavar, description: s.description,
+    defaultText: s.defaultHelp ?? String(s.default),
+  })),
+];
+
+const HELP_NOTES = [
+  'Flags win over environment variables, which win over the config file, which',
+  'wins over the defaults. Config file keys are the setting names in snake_case',
+  '(max_wal_senders) or kebab-case (max-wal-senders).',
+  'Sizes take PostgreSQL units B, kB, MB, GB, TB (bare number = bytes); durations',
+  'take us, ms, s, min, h, d (bare number = milliseconds). IPv6: [address]:port.',
+  'SIGHUP re-reads the environment and config file and applies log_level,',
+  'wal_sender_timeout and demo_rate; other changes need a restart.',
+];
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Shows a value in an error message, compactly and on one line. */
+function show(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+function invalidValue(s: { name: string; expected: string }, value: unknown, reason: string, origin: string | null): ConfigError {
+  const why = reason.startsWith('expected') || reason.includes('valid units') ? reason : `${reason}; expected ${s.expected}`;
+  return new ConfigError(`invalid value for setting "${s.name}": ${show(value)} (${why})`, s.name, origin);
+}
+
+const ajv = new Ajv({ allErrors: false, allowUnionTypes: true });
+const validateFile = ajv.compile({
+  type: 'object',
+  properties: Object.fromEntries(SETTINGS.map((s) => [s.name, { type: ['string', 'number'] }])),
+  additionalProperties: false,
+});
+
+/** Reads and checks the config file; returns setting name → value as text. */
+function readConfigFile(file: string): Map<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const message = (err as Error).message.replace(/, (open|read) '.*'$/, '');
+    throw new ConfigError(`could not read config file "${file}": ${message}`, 'config', file);
+  }
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0].message.split('\n')[0].replace(/:$/, '');
+    throw new ConfigError(`could not parse config file "${file}": ${first}`, 'config', file);
+  }
+  let data: unknown = doc.toJS() ?? {};
+  const originalKey = new Map<string, string>();
+  if (data !== null && typeof data === 'object' && !Array.isArray(data)) {
+    const normalized: Record<string, unknown> = Object.create(null); // so a "__proto__" key is just a key
+    for (const [key, value] of Object.entries(data)) {
+      const name = key.replaceAll('-', '_');
+      if (originalKey.has(name)) {
+        throw new ConfigError(`setting "${name}" is given twice in config file ${file} (as "${originalKey.get(name)}" and "${key}")`, name, file);
+      }
+      originalKey.set(name, key);
+      normalized[name] = value;
+    }
+    data = normalized;
+  }
+  if (!validateFile(data)) {
+    const e = validateFile.errors?.[0];
+    if (e === undefined || e.instancePath === '') {
+      if (e?.keyword === 'additionalProperties') {
+        const key = String((e.params as { additionalProperty: unknown }).additionalProperty);
+        throw new ConfigError(`unrecognized setting "${originalKey.get(key) ?? key}" in config file ${file}`, null, file);
+      }
+      throw new ConfigError(`config file ${file} must contain a mapping of setting names to values`, null, file);
+    }
+    const name = e.instancePath.slice(1);
+    const s = SETTINGS.find((x) => x.name === name);
+    const value = (data as Record<string, unknown>)[name];
+    throw invalidValue(s ?? { name, expected: '' }, value, `expected ${s?.expected ?? 'a string or number'}`, `config file ${file}`);
+  }
+  const out = new Map<string, string>();
+  for (const [name, value] of Object.entries(data as Record<string, string | number>)) out.set(name, String(value));
+  return out;
+}
+
+/** Non-empty environment variable, or undefined (an empty variable counts as unset). */
+function envValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/**
+ * Builds the Config from argv (without node and script), the environment and
+ * the config file; or the --help / --version text (no trailing newline).
+ * Throws ConfigError with a one-line message.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
+  let flags;
+  try {
+    flags = parseFlags(argv, FLAG_SPECS);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (flags.help) return { kind: 'help', text: helpText(FLAG_SPECS, PROGRAM_NAME, HELP_NOTES) };
+  if (flags.version) return { kind: 'version', text: `${PROGRAM_NAME} ${packageVersion()}` };
+
+  let configFile: string | null = null;
+  const configText = flags.values.get('config') ?? envValue(env, CONFIG_FLAG.env);
+  if (configText !== undefined) {
+    if (configText.trim() === '') {
+      const origin = flags.values.has('config') ? '--config' : CONFIG_FLAG.env;
+      throw invalidValue({ name: 'config', expected: 'a file path' }, configText, 'expected a file path', origin);
+    }
+    configFile = resolve(configText);
+  }
+  const fileValues = configFile === null ? new Map<string, string>() : readConfigFile(configFile);
+
+  const out: Record<string, unknown> = { configFile };
+  for (const s of SETTINGS) {
+    const flag = flagOf(s.name);
+    const envName = envOf(s.name);
+    let text: string | null;
+    let origin: string | null;
+    if (flags.values.has(flag)) {
+      [text, origin] = [flags.values.get(flag) ?? '', `--${flag}`];
+    } else if (envValue(env, envName) !== undefined) {
+      [text, origin] = [envValue(env, envName) ?? '', envName];
+    } else if (fileValues.has(s.name)) {
+      [text, origin] = [fileValues.get(s.name) ?? '', `config file ${configFile}`];
+    } else {
+      [text, origin] = [typeof s.default === 'function' ? s.default() : s.default, null];
+    }
+    if (text === null) {
+      out[s.key] = null;
+      continue;
+    }
+    try {
+      out[s.key] = s.parse(text);
+    } catch (err) {
+      throw invalidValue(s, text, (err as Error).message, origin);
+    }
+  }
+  const config = out as Config;
+  if (config.source === 'archive' && config.archiveDir === null) {
+    throw new ConfigError('archive_dir is required when source is "archive"', 'archive_dir');
+  }
+  return { kind: 'run', config };
+}
+
+/** The snake_case setting name of a Config key ("walSenderTimeoutMs" → "wal_sender_timeout"). */
+export function settingName(key: keyof Config): string {
+  return key === 'configFile' ? 'config' : (SETTINGS.find((s) => s.key === key)?.name ?? key);
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/** The reloadable settings (RELOADABLE) whose value differs between prev and next, with next's values. */
+export function reloadableSettings(next: Config, prev: Config): Partial<Config> {
+  const out: Partial<Config> = {};
+  for (const key of RELOADABLE) {
+    if (!same(next[key], prev[key])) (out as Record<string, unknown>)[key] = next[key];
+  }
+  return out;
+}
+
+/**
+ * Setting names (snake_case) that differ between prev and next but need a
+ * restart, for a log line like PostgreSQL's `parameter "listen" cannot be
+ * changed without restarting the server`.
+ */
+export function restartRequiredSettings(next: Config, prev: Config): string[] {
+  const reloadable: readonly string[] = RELOADABLE;
+  return SETTINGS.filter((s) => !reloadable.includes(s.key) && !same(next[s.key], prev[s.key])).map((s) => s.name);
+}

@@ -1,0 +1,161 @@
+// The main thread's control plane (the "postmaster"): creates the shared memory,
+// starts the ingest thread and the sender pool, accepts TCP connections and transfers
+// each untouched socket to a sender task, reclaims WalSnd slots of tasks that ended
+// abnormally, and runs reload and the two shutdown modes. It never reads WAL and
+// never blocks: no Atomics.wait, only bounded spinlock attempts.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { Config } from './config.ts';
+import type { Logger } from './log.ts';
+import { pgNow } from './protocol/lsn.ts';
+import {
+  nextConnectionId, requestShutdown, setStartTime, setWalSenderTimeoutMs,
+} from './shmem/control.ts';
+import { createSharedMemory, ShutdownMode, type SharedViews } from './shmem/layout.ts';
+import { reclaimWalSnds } from './shmem/walsnd.ts';
+import type { IngestEvent, IngestRequest, IngestWorkerData } from '../workers/ingest.ts';
+import type { SenderWorkerData } from '../workers/sender/context.ts';
+import type { SenderTask } from '../workers/sender.ts';
+
+export const VERSION: string = JSON.parse(
+  fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+).version;
+
+export type Server = {
+  port: number;
+  views: SharedViews;
+  pool: Piscina;
+  storeDir: string;
+  /** Resolves when the source has published its identity (or failed). */
+  sourceReady: Promise<void>;
+  activeConnections(): number;
+  reload(next: Config): void;
+  /** drain: send all WAL to every streaming standby, then close; fast: close at once. */
+  shutdown(mode: 'drain' | 'fast'): Promise<void>;
+};
+
+export async function startServer(config: Config, log: Logger): Promise<Server> {
+  if (config.source === 'upstream') {
+    throw new Error('source "upstream" is not available yet in this version');
+  }
+  const storeDir = config.source === 'archive' ? config.archiveDir! : config.dataDir;
+  const views = createSharedMemory(config.maxWalSenders);
+  setWalSenderTimeoutMs(views, config.walSenderTimeoutMs);
+  setStartTime(views, pgNow());
+
+  const ingestData: IngestWorkerData = {
+    sab: views.sab, source: config.source, dataDir: config.dataDir, archiveDir: config.archiveDir,
+    demoRate: config.demoRate, demoWalSegmentSize: config.demoWalSegmentSize, logLevel: config.logLevel,
+  };
+  const ingest = new Worker(new URL('../workers/ingest.ts', import.meta.url), { workerData: ingestData });
+  const sourceReady = new Promise<void>((resolve, reject) => {
+    ingest.once('message', (m: IngestEvent) => (m.type === 'failed' ? reject(new Error(m.message)) : resolve()));
+    ingest.once('error', reject);
+  });
+  ingest.on('error', (e) => log.error({ err: e }, 'ingest thread failed'));
+  // Startup failures of the source are fatal to the process (bad directory, foreign WAL).
+  await sourceReady;
+
+  const senderData: SenderWorkerData = {
+    sab: views.sab, storeDir, logLevel: config.logLevel, serverVersion: VERSION,
+  };
+  const pool = new Piscina({
+    filename: new URL('../workers/sender.ts', import.meta.url).href,
+    minThreads: config.workers,
+    maxThreads: config.workers,
+    // Every connection is one long-lived task; room for all senders plus short-lived
+    // refusals (over the limit, bad startup) without queueing.
+    concurrentTasksPerWorker: Math.ceil((config.maxWalSenders + 64) / config.workers),
+    idleTimeout: Infinity,
+    atomics: 'disabled', // a sync Atomics.wait between tasks would freeze the other connections
+    workerData: senderData,
+  });
+
+  const tasks = new Set<Promise<void>>();
+  let accepting = true;
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    if (!accepting) {
+      socket.destroy();
+      return;
+    }
+    const connId = nextConnectionId(views);
+    const task: SenderTask = {
+      socket, connId, clientAddr: socket.remoteAddress ?? '', clientPort: socket.remotePort ?? 0,
+    };
+    const run = pool.run(task, { transferList: [socket as unknown as import('node:worker_threads').TransferListItem] })
+      .catch((e: unknown) => log.warn({ connId, err: e }, 'sender task ended abnormally'))
+      .finally(() => {
+        tasks.delete(run);
+        reclaim(views, connId);
+      });
+    tasks.add(run);
+  });
+  server.on('error', (e) => log.error({ err: e }, 'listener error'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  log.info({ host: config.listen.host, port, source: config.source, storeDir, workers: config.workers,
+    maxWalSenders: config.maxWalSenders }, 'listening for replication connections');
+
+  const stopIngest = async (): Promise<void> => {
+    const stopped = new Promise<void>((resolve) => {
+      const onMessage = (m: IngestEvent): void => { if (m.type === 'stopped') resolve(); };
+      ingest.on('message', onMessage);
+      ingest.once('exit', () => resolve());
+    });
+    ingest.postMessage({ type: 'stop' } satisfies IngestRequest);
+    await withTimeout(stopped, 10_000);
+    await ingest.terminate();
+  };
+
+  let shuttingDown: Promise<void> | null = null;
+  return {
+    port, views, pool, storeDir, sourceReady,
+    activeConnections: () => tasks.size,
+    reload(next: Config): void {
+      setWalSenderTimeoutMs(views, next.walSenderTimeoutMs);
+      log.level = next.logLevel;
+      ingest.postMessage({ type: 'reload', demoRate: next.demoRate } satisfies IngestRequest);
+    },
+    shutdown(mode: 'drain' | 'fast'): Promise<void> {
+      if (mode === 'fast') requestShutdown(views, ShutdownMode.FAST);
+      shuttingDown ??= (async () => {
+        accepting = false;
+        server.close();
+        if (mode === 'drain') {
+          // The source stops first so the flush position is final, then senders drain to it.
+          await stopIngest();
+          requestShutdown(views, ShutdownMode.DRAIN);
+          const drained = await withTimeout(Promise.allSettled([...tasks]), config.walSenderTimeoutMs || 60_000);
+          if (!drained) log.warn({ remaining: tasks.size }, 'drain timed out; closing the remaining connections');
+        }
+        requestShutdown(views, ShutdownMode.FAST);
+        await withTimeout(Promise.allSettled([...tasks]), 5_000);
+        await pool.destroy();
+        await ingest.terminate();
+      })();
+      return shuttingDown;
+    },
+  };
+}
+
+/** Free the WalSnd slots of a connection whose task is gone; retry while a lock is busy. */
+function reclaim(views: SharedViews, connId: number): void {
+  if (!reclaimWalSnds(views, connId)) setTimeout(() => reclaim(views, connId), 10);
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  const result = await Promise.race([p.then(() => true as const), timedOut]);
+  clearTimeout(timer);
+  return result;
+}

@@ -1,0 +1,63 @@
+// What every sender task on one worker thread shares: the shared-memory views, the
+// store directory, the logger, the thread's generation watch and a small pool of
+// large send buffers (so an idle standby holds no buffer at all).
+
+import { threadId } from 'node:worker_threads';
+import { createLogger, type Logger } from '../../src/log.ts';
+import { viewsOf, type SharedViews } from '../../src/shmem/layout.ts';
+import { GenerationWatch } from './waker.ts';
+
+export type SenderWorkerData = {
+  sab: SharedArrayBuffer;
+  storeDir: string;
+  logLevel: string;
+  serverVersion: string; // e.g. "0.1.0", shown after the PostgreSQL version
+};
+
+export type SenderContext = {
+  views: SharedViews;
+  storeDir: string;
+  log: Logger;
+  watch: GenerationWatch;
+  threadId: number;
+  serverVersion: string;
+  buffers: BufferPool;
+};
+
+/** Free list of equal-sized send buffers, shared by the senders of one thread. */
+export class BufferPool {
+  readonly size: number;
+  private readonly free: Buffer[] = [];
+  private readonly keep: number;
+
+  constructor(size: number, keep: number) {
+    this.size = size;
+    this.keep = keep;
+  }
+
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+
+  give(buf: Buffer): void {
+    if (this.free.length < this.keep) this.free.push(buf);
+  }
+}
+
+let context: SenderContext | null = null;
+
+export function senderContext(data: SenderWorkerData, batchBytes: number): SenderContext {
+  if (!context) {
+    const views = viewsOf(data.sab);
+    context = {
+      views,
+      storeDir: data.storeDir,
+      log: createLogger(data.logLevel, { thread: threadId }),
+      watch: new GenerationWatch(views),
+      threadId,
+      serverVersion: data.serverVersion,
+      buffers: new BufferPool(batchBytes, 8),
+    };
+  }
+  return context;
+}

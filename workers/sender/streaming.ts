@@ -1,0 +1,363 @@
+// START_REPLICATION for a physical standby: walsender.c's StartReplication, WalSndLoop
+// and XLogSendPhysical. Sends XLogData of at most 128 KiB cut at page boundaries,
+// several per socket write, read from the store straight into the outgoing buffer;
+// never past the published flush position (or the switch point of a historic
+// timeline); processes standby replies; keepalives and wal_sender_timeout; the
+// end-of-timeline sequence; drain at shutdown ("COPY 0").
+
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  commandComplete, copyBothResponse, copyDone, dataRow, keepalive, readyForQuery, rowDescription, TypeOid,
+  writeXLogDataHeader, XLOGDATA_HEADER_LEN,
+} from '../../src/protocol/backend.ts';
+import { PgError } from '../../src/protocol/errors.ts';
+import { parseStandbyMessage } from '../../src/protocol/frontend.ts';
+import { formatLsn, pgNow } from '../../src/protocol/lsn.ts';
+import { readFlush, shutdownMode, storeIdentity, walSenderTimeoutMs } from '../../src/shmem/control.ts';
+import { ShutdownMode, WalSndState } from '../../src/shmem/layout.ts';
+import {
+  recordReplyTime, recordStandbyReply, setWalSndSent, setWalSndState, setWalSndStream, terminateRequested,
+} from '../../src/shmem/walsnd.ts';
+import { parseHistoryFile, timelineIsInHistory, tliSwitchPoint } from '../../src/wal/history.ts';
+import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
+import { SegmentReader } from '../../src/wal/segment-reader.ts';
+import type { ClientConnection } from './client.ts';
+import type { SenderContext } from './context.ts';
+import { LagHead, LagTracker } from './lag-tracker.ts';
+import { adminShutdownError, type SessionInfo } from './session.ts';
+
+export const MAX_SEND_SIZE = XLOG_BLCKSZ * 16; // walsender.c MAX_SEND_SIZE
+export const MESSAGES_PER_WRITE = 8; // ~1 MiB per socket write: large writes are much cheaper here
+export const BATCH_BYTES = MESSAGES_PER_WRITE * (XLOGDATA_HEADER_LEN + MAX_SEND_SIZE);
+
+type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
+
+function readHistory(ctx: SenderContext, tli: number) {
+  const text = fs.readFileSync(path.join(ctx.storeDir, historyFileName(tli)), 'utf8');
+  return parseHistoryFile(text, tli);
+}
+
+/** StartReplication. Returns true when the connection ended (drain shutdown). */
+export async function startReplication(ctx: SenderContext, conn: ClientConnection, info: SessionInfo,
+  startPoint: bigint, requestedTli: number | undefined): Promise<boolean> {
+  const flush = readFlush(ctx.views);
+  const plan: TimelinePlan = { tli: requestedTli ?? flush.timeline, historic: false, validUpto: 0n, nextTli: 0 };
+  if (requestedTli !== undefined && requestedTli !== flush.timeline) {
+    historicPlan(ctx, plan, flush.timeline, startPoint);
+  }
+  let ended = false;
+  if (!plan.historic || startPoint < plan.validUpto) {
+    setWalSndState(ctx.views, info.slotIndex, WalSndState.CATCHUP);
+    setWalSndStream(ctx.views, info.slotIndex, plan.tli, '');
+    conn.write(copyBothResponse());
+    try {
+      // PostgreSQL checks this only after CopyBothResponse; clients expect that order.
+      if (flush.flushLsn < startPoint) {
+        throw new PgError('ERROR', 'XX000',
+          `requested starting point ${formatLsn(startPoint)} is ahead of the WAL flush position of this server ${formatLsn(flush.flushLsn)}`);
+      }
+      const stream = new PhysicalStream(ctx, conn, info, plan, startPoint);
+      ended = await stream.run();
+    } finally {
+      setWalSndState(ctx.views, info.slotIndex, WalSndState.STARTUP);
+    }
+    if (ended) return true;
+  }
+  const out: Buffer[] = [];
+  if (plan.historic) {
+    out.push(
+      rowDescription([{ name: 'next_tli', typeOid: TypeOid.INT8, typeLen: 8 }, { name: 'next_tli_startpos', typeOid: TypeOid.TEXT, typeLen: -1 }]),
+      dataRow([String(plan.nextTli), formatLsn(plan.validUpto)]),
+    );
+  }
+  // The second tag is a dupe PostgreSQL sends because libpqrcv_endstreaming needs it.
+  out.push(commandComplete('START_STREAMING'), commandComplete('START_REPLICATION'), readyForQuery('I'));
+  conn.write(Buffer.concat(out));
+  return false;
+}
+
+/** The requested timeline is older than the flush timeline: stream it up to its switch point. */
+function historicPlan(ctx: SenderContext, plan: TimelinePlan, currentTli: number, startPoint: bigint): void {
+  let history;
+  try {
+    history = readHistory(ctx, currentTli);
+  } catch (e) {
+    throw new PgError('ERROR', '58P01', `could not open file "pg_wal/${historyFileName(currentTli)}": ${(e as Error).message}`);
+  }
+  if (!timelineIsInHistory(history, plan.tli)) {
+    throw new PgError('ERROR', 'XX000', `requested timeline ${plan.tli} is not in this server's history`);
+  }
+  const sw = tliSwitchPoint(history, plan.tli);
+  if (!sw) return; // not historic after all
+  if (sw.switchPoint < startPoint) {
+    throw new PgError('ERROR', 'XX000',
+      `requested starting point ${formatLsn(startPoint)} on timeline ${plan.tli} is not in this server's history`,
+      { detail: `This server's history forked from timeline ${plan.tli} at ${formatLsn(sw.switchPoint)}.` });
+  }
+  plan.historic = true;
+  plan.validUpto = sw.switchPoint;
+  plan.nextTli = sw.nextTli;
+}
+
+class PhysicalStream {
+  private readonly ctx: SenderContext;
+  private readonly conn: ClientConnection;
+  private readonly info: SessionInfo;
+  private readonly plan: TimelinePlan;
+  private readonly reader: SegmentReader;
+  private readonly segSize: bigint;
+  private readonly lag = new LagTracker();
+  private sent: bigint;
+  private bytesSent = 0n;
+  private lastReply = Date.now();
+  private waitingForPing = false;
+  private sentCopyDone = false;
+  private gotCopyDone = false;
+  private caughtUpOnce = false;
+  private fullyAppliedLastTime = false;
+  private drainPingSent = false;
+  private replyWrite = 0n;
+  private replyFlush = 0n;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(ctx: SenderContext, conn: ClientConnection, info: SessionInfo, plan: TimelinePlan, startPoint: bigint) {
+    this.ctx = ctx;
+    this.conn = conn;
+    this.info = info;
+    this.plan = plan;
+    const id = storeIdentity(ctx.views)!;
+    this.segSize = BigInt(id.segSize);
+    this.reader = new SegmentReader(ctx.storeDir, id.segSize);
+    this.sent = startPoint;
+  }
+
+  /** WalSndLoop. True when the connection is finished (shutdown or close). */
+  async run(): Promise<boolean> {
+    const { ctx, conn } = this;
+    ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName, timeline: this.plan.tli,
+      startPoint: formatLsn(this.sent) }, 'start streaming');
+    try {
+      for (;;) {
+        const gen = ctx.watch.current();
+        this.processReplies();
+        if (conn.closed) return true;
+        if (terminateRequested(ctx.views, this.info.slotIndex) || shutdownMode(ctx.views) === ShutdownMode.FAST) {
+          throw adminShutdownError();
+        }
+        if (this.gotCopyDone) {
+          if (!this.sentCopyDone) conn.write(copyDone());
+          return false;
+        }
+        if (!this.sentCopyDone && !conn.writeBlocked) {
+          const limit = this.sendLimit();
+          if (this.sent < limit) {
+            this.sendBatch(limit);
+            if (!conn.writeBlocked) await yieldToIo(); // let replies and other senders in
+            continue;
+          }
+          if (this.plan.historic && this.sent >= this.plan.validUpto) {
+            conn.write(copyDone()); // end of this timeline; wait for the client's CopyDone
+            this.sentCopyDone = true;
+          } else {
+            this.caughtUp();
+            if (shutdownMode(ctx.views) === ShutdownMode.DRAIN && this.drainStep()) return true;
+          }
+        }
+        if (this.checkTimeouts()) return true;
+        const unsubscribe = ctx.watch.subscribe(gen, () => conn.waker.wake());
+        await conn.waker.wait();
+        unsubscribe();
+      }
+    } finally {
+      if (this.timer) clearTimeout(this.timer);
+      this.reader.close();
+      ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName,
+        sent: formatLsn(this.sent), write: formatLsn(this.replyWrite), flush: formatLsn(this.replyFlush),
+        bytesSent: Number(this.bytesSent) }, 'end streaming');
+    }
+  }
+
+  /** How far we may send: the flush position, or the switch point of a historic timeline. */
+  private sendLimit(): bigint {
+    if (this.plan.historic) return this.plan.validUpto;
+    const flush = readFlush(this.ctx.views);
+    if (flush.timeline !== this.plan.tli) {
+      // The store moved to a newer timeline while we stream this one: it became historic.
+      try {
+        historicPlan(this.ctx, this.plan, flush.timeline, this.sent);
+      } catch (e) {
+        this.ctx.log.error({ err: e }, 'cannot follow timeline switch');
+        throw e;
+      }
+      if (this.plan.historic) return this.plan.validUpto;
+    }
+    return flush.flushLsn;
+  }
+
+  /** XLogSendPhysical, batched: fill one buffer with several XLogData messages, one write. */
+  private sendBatch(limit: bigint): void {
+    const { ctx, conn } = this;
+    const buf = ctx.buffers.take();
+    const now = pgNow();
+    let off = 0;
+    let pos = this.sent;
+    let runStart = pos;
+    let runTargets: Buffer[] = [];
+    try {
+      while (pos < limit && off + XLOGDATA_HEADER_LEN < buf.length) {
+        let end = pos + BigInt(MAX_SEND_SIZE);
+        if (end >= limit) end = limit;
+        else end -= end % BigInt(XLOG_BLCKSZ);
+        // Stop at segment boundaries too, so each message comes from one file.
+        const segEnd = (pos / this.segSize + 1n) * this.segSize;
+        if (end > segEnd) end = segEnd;
+        const len = Number(end - pos);
+        if (off + XLOGDATA_HEADER_LEN + len > buf.length) break;
+        writeXLogDataHeader(buf, off, pos, limit, now, len);
+        const target = buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len);
+        if (pos === segEnd - this.segSize && runTargets.length > 0) {
+          this.readRun(runStart, runTargets); // a new segment starts here
+          runTargets = [];
+          runStart = pos;
+        }
+        runTargets.push(target);
+        off += XLOGDATA_HEADER_LEN + len;
+        pos = end;
+      }
+      if (runTargets.length > 0) this.readRun(runStart, runTargets);
+    } catch (e) {
+      ctx.buffers.give(buf);
+      throw e;
+    }
+    conn.write(buf.subarray(0, off), () => ctx.buffers.give(buf));
+    this.bytesSent += pos - this.sent;
+    this.sent = pos;
+    this.lag.write(limit, now);
+    setWalSndSent(ctx.views, this.info.slotIndex, this.sent, this.bytesSent);
+  }
+
+  /** Read one contiguous run within one segment; a historic timeline's switch segment comes from the next timeline's file. */
+  private readRun(start: bigint, targets: Buffer[]): void {
+    let tli = this.plan.tli;
+    if (this.plan.historic && start / this.segSize === this.plan.validUpto / this.segSize) tli = this.plan.nextTli;
+    this.reader.readInto(tli, start, targets);
+  }
+
+  private caughtUp(): void {
+    if (!this.caughtUpOnce) {
+      this.caughtUpOnce = true;
+      setWalSndState(this.ctx.views, this.info.slotIndex, WalSndState.STREAMING);
+    }
+  }
+
+  /** WalSndDone: once everything sent is confirmed, "COPY 0" and close. True when done. */
+  private drainStep(): boolean {
+    const { conn } = this;
+    setWalSndState(this.ctx.views, this.info.slotIndex, WalSndState.STOPPING);
+    const replicated = this.replyFlush !== 0n ? this.replyFlush : this.replyWrite;
+    if (replicated >= this.sent && !conn.writeBlocked) {
+      conn.write(commandComplete('COPY 0'));
+      conn.end();
+      this.ctx.log.info({ connId: this.info.connId, sent: formatLsn(this.sent) }, 'drained: all WAL sent and confirmed');
+      return true;
+    }
+    if (!this.drainPingSent) {
+      conn.write(keepalive(this.sent, pgNow(), true));
+      this.drainPingSent = true;
+    }
+    return false;
+  }
+
+  /** ProcessRepliesIfAny. */
+  private processReplies(): void {
+    const { conn } = this;
+    for (;;) {
+      const msg = conn.reader.nextMessage();
+      if (!msg) break;
+      switch (msg.type) {
+        case 'd':
+          this.lastReply = Date.now();
+          this.waitingForPing = false;
+          this.handleStandbyMessage(msg.body);
+          break;
+        case 'c':
+          this.lastReply = Date.now();
+          this.gotCopyDone = true;
+          break;
+        case 'X':
+          conn.destroy();
+          return;
+        default:
+          throw new PgError('FATAL', '08P01', `invalid standby message type "${msg.type}"`);
+      }
+    }
+    conn.afterConsume();
+  }
+
+  private handleStandbyMessage(payload: Buffer): void {
+    const m = parseStandbyMessage(payload);
+    const { views } = this.ctx;
+    if (m.kind === 'h') {
+      recordReplyTime(views, this.info.slotIndex, m.sendTime);
+      return;
+    }
+    const now = pgNow();
+    let clearLagTimes = false;
+    if (m.apply === this.sent) {
+      if (this.fullyAppliedLastTime) clearLagTimes = true;
+      else this.fullyAppliedLastTime = true;
+    } else {
+      this.fullyAppliedLastTime = false;
+    }
+    const writeLag = this.lag.read(LagHead.WRITE, m.write, now);
+    const flushLag = this.lag.read(LagHead.FLUSH, m.flush, now);
+    const applyLag = this.lag.read(LagHead.APPLY, m.apply, now);
+    const prev = this.prevLags;
+    this.prevLags = {
+      write: writeLag !== -1n || clearLagTimes ? writeLag : prev.write,
+      flush: flushLag !== -1n || clearLagTimes ? flushLag : prev.flush,
+      apply: applyLag !== -1n || clearLagTimes ? applyLag : prev.apply,
+    };
+    this.replyWrite = m.write;
+    this.replyFlush = m.flush;
+    recordStandbyReply(views, this.info.slotIndex, {
+      write: m.write, flush: m.flush, replay: m.apply,
+      writeLagUs: this.prevLags.write, flushLagUs: this.prevLags.flush, replayLagUs: this.prevLags.apply,
+      replyTime: m.sendTime,
+    });
+    if (m.replyRequested && !this.sentCopyDone) this.conn.write(keepalive(this.sent, pgNow(), false));
+  }
+
+  private prevLags = { write: -1n, flush: -1n, apply: -1n };
+
+  /**
+   * WalSndKeepaliveIfNecessary and WalSndCheckTimeOut. Arms a timer for the next
+   * deadline. True when the standby timed out and the connection was closed.
+   */
+  private checkTimeouts(): boolean {
+    const timeout = walSenderTimeoutMs(this.ctx.views);
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (timeout <= 0) return false;
+    const now = Date.now();
+    if (now >= this.lastReply + timeout) {
+      // PostgreSQL tells the client nothing: it logs and closes.
+      this.ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName },
+        'terminating walsender process due to replication timeout');
+      this.conn.destroy();
+      return true;
+    }
+    if (!this.waitingForPing && now >= this.lastReply + timeout / 2 && !this.sentCopyDone) {
+      this.conn.write(keepalive(this.sent, pgNow(), true));
+      this.waitingForPing = true;
+    }
+    const next = this.waitingForPing ? this.lastReply + timeout : this.lastReply + timeout / 2;
+    this.timer = setTimeout(() => this.conn.waker.wake(), Math.max(1, next - now));
+    return false;
+  }
+}
+
+/** Give pending I/O callbacks (replies, other senders on this thread) a turn. */
+function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
