@@ -9,7 +9,7 @@ import type { Severity } from './errors.ts';
 
 export { FrontendReader } from './reader.ts';
 export type { FrontendMessage, FrontendReaderOptions } from './reader.ts';
-export { parseBool, parseStartupPacket, replicationMode } from './startup.ts';
+export { parseBool, parseStartupPacket, replicationMode, unencryptedDataAfterRequest } from './startup.ts';
 export type { ReplicationMode, StartupPacket, StartupState } from './startup.ts';
 
 /** postgres.c limits on a message's length word, chosen by type. */

@@ -21,6 +21,7 @@ export const NAME_MAX_BYTES = 63;
 export type StartupPacket =
   | { kind: 'ssl' }
   | { kind: 'gssenc' }
+  /** pid and key as unsigned 32-bit values */
   | { kind: 'cancel'; pid: number; key: number }
   | {
       kind: 'startup';
@@ -31,8 +32,24 @@ export type StartupPacket =
       protocolOptions: string[];
     };
 
-/** Which special requests were already answered on this connection. */
+/**
+ * Which special requests were already answered on this connection. PG passes
+ * gss_done = true after accepting SSL ('S'), and ssl_done = true after accepting
+ * GSS encryption ('G'): one encryption layer only.
+ */
 export type StartupState = { sslDone: boolean; gssDone: boolean };
+
+/**
+ * FATAL for bytes that were already buffered when we answered SSLRequest or
+ * GSSENCRequest: they were sent before the negotiation finished, so they were
+ * not protected by it (possibly injected). PG checks this whatever the answer.
+ */
+export function unencryptedDataAfterRequest(kind: 'ssl' | 'gssenc'): PgError {
+  const what = kind === 'ssl' ? 'SSL request' : 'GSSAPI encryption request';
+  return fatalProtocol(`received unencrypted data after ${what}`, {
+    detail: 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
+  });
+}
 
 export function invalidStartupLength(): PgError {
   // COMMERROR in PostgreSQL: logged, nothing sent, connection closed.
@@ -45,6 +62,7 @@ export function invalidStartupLength(): PgError {
  */
 export function parseStartupPacket(packet: Buffer, state: StartupState): StartupPacket {
   const len = packet.length;
+  if (len < 4) throw invalidStartupLength();
   const proto = packet.readUInt32BE(0);
 
   if (proto === CANCEL_REQUEST_CODE) {

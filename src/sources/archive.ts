@@ -1,7 +1,7 @@
 // The archive source: serves a directory of complete segments as archive_command or
 // pg_receivewal leaves them. It learns the store's identity (sysid, segment size,
 // PostgreSQL major) from the first valid long page header, validates every segment's
-// first and last page headers before publishing it (a segment still being copied, or
+// long page header and size before publishing it (a segment still being copied, or
 // from another cluster, is reported and not served), follows timelines through
 // .history files, and advances the flush position only over contiguous segments.
 // New files are noticed by fs.watch plus a periodic rescan. It never writes or
@@ -134,7 +134,10 @@ export class ArchiveSource {
     return null;
   }
 
-  /** Validate one segment file once per (size, mtime): header of the first and the last page. */
+  /**
+   * Validate one segment file once per (size, mtime): its size and its long page header.
+   * The last page cannot be checked: after pg_switch_wal() it is zeros.
+   */
   private check(name: string, segno: bigint, fileTli: number): boolean {
     const id = this.identity!;
     const file = path.join(this.dir, name);
@@ -152,14 +155,6 @@ export class ArchiveSource {
         problem = validateSegmentLongHeader(readAt(fd, XLOG_BLCKSZ, 0), {
           segStartLsn: segStart, segSize: id.segSize, sysid: id.sysid, fileTli, pageMagic: id.pageMagic,
         });
-        if (!problem) {
-          // A file still being copied has its full size early (sparse copy) but not its last page.
-          const lastAddr = segStart + BigInt(id.segSize - XLOG_BLCKSZ);
-          const last = readPageHeader(readAt(fd, XLOG_BLCKSZ, id.segSize - XLOG_BLCKSZ), 0);
-          if (last.magic !== id.pageMagic || last.pageAddr !== lastAddr) {
-            problem = `last page has magic ${last.magic.toString(16).toUpperCase()} and address ${formatLsn(last.pageAddr)}, expected ${formatLsn(lastAddr)}`;
-          }
-        }
       } finally {
         fs.closeSync(fd);
       }

@@ -1,3 +1,5 @@
+// Server-to-client encoders against exact byte fixtures (observed values from
+// protocol.md where there are any), and the client-side decoders reading them back.
 import t from 'tap';
 import {
   KEEPALIVE_PAYLOAD_LEN,

@@ -1,12 +1,9 @@
 // Shared assertions for the protocol codec tests: exact PgError matching and
 // fixture helpers (hex in, chunked delivery).
+import type { Test } from 'tap';
 import { PgError } from '../../src/protocol/errors.ts';
 
-export type Tap = {
-  fail(message: string): void;
-  ok(value: unknown, message?: string): void;
-  equal(a: unknown, b: unknown, message?: string): void;
-};
+type Tap = Pick<Test, 'fail' | 'equal'>;
 
 export type ExpectedError = { severity: string; code: string; message: string; hint?: string; detail?: string };
 

@@ -1,3 +1,4 @@
+// LSN text form (pg_lsn_in / %X/%X) and protocol timestamps (µs since 2000-01-01).
 import t from 'tap';
 import {
   INVALID_LSN,

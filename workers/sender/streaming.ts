@@ -19,7 +19,9 @@ import { ShutdownMode, WalSndState } from '../../src/shmem/layout.ts';
 import {
   recordReplyTime, recordStandbyReply, setWalSndSent, setWalSndState, setWalSndStream, terminateRequested,
 } from '../../src/shmem/walsnd.ts';
-import { parseHistoryFile, timelineIsInHistory, tliSwitchPoint } from '../../src/wal/history.ts';
+import {
+  initialHistory, parseHistoryFile, timelineIsInHistory, tliSwitchPoint, type TimelineHistoryEntry,
+} from '../../src/wal/history.ts';
 import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
 import type { ClientConnection } from './client.ts';
@@ -33,8 +35,18 @@ export const BATCH_BYTES = MESSAGES_PER_WRITE * (XLOGDATA_HEADER_LEN + MAX_SEND_
 
 type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
 
-function readHistory(ctx: SenderContext, tli: number) {
-  const text = fs.readFileSync(path.join(ctx.storeDir, historyFileName(tli)), 'utf8');
+/** readTimeLineHistory: timeline 1 has no file; a missing file is PostgreSQL's 58P01. */
+function readHistory(ctx: SenderContext, tli: number): TimelineHistoryEntry[] {
+  if (tli === 1) return initialHistory(1);
+  const name = historyFileName(tli);
+  let text: string;
+  try {
+    text = fs.readFileSync(path.join(ctx.storeDir, name), 'utf8');
+  } catch (e) {
+    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new PgError('ERROR', missing ? '58P01' : '58030',
+      `could not open file "pg_wal/${name}": ${missing ? 'No such file or directory' : (e as Error).message}`);
+  }
   return parseHistoryFile(text, tli);
 }
 
@@ -79,12 +91,7 @@ export async function startReplication(ctx: SenderContext, conn: ClientConnectio
 
 /** The requested timeline is older than the flush timeline: stream it up to its switch point. */
 function historicPlan(ctx: SenderContext, plan: TimelinePlan, currentTli: number, startPoint: bigint): void {
-  let history;
-  try {
-    history = readHistory(ctx, currentTli);
-  } catch (e) {
-    throw new PgError('ERROR', '58P01', `could not open file "pg_wal/${historyFileName(currentTli)}": ${(e as Error).message}`);
-  }
+  const history = readHistory(ctx, currentTli);
   if (!timelineIsInHistory(history, plan.tli)) {
     throw new PgError('ERROR', 'XX000', `requested timeline ${plan.tli} is not in this server's history`);
   }

@@ -1,0 +1,216 @@
+// Shared pieces of the benchmarks: building and running walsink, starting and stopping
+// pg-walsender as a child process (the real node binary, so its pid is the server),
+// reading a process's memory (VmRSS, smaps_rollup Pss), finding PostgreSQL's
+// walsender processes, LSN arithmetic and small statistics.
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run, runOk, sleep, spawnLogged, tail, waitUntil } from '../test/helpers/proc.ts';
+import type { LoggedProcess } from '../test/helpers/proc.ts';
+import type { Cluster } from '../test/helpers/pg.ts';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const outDir = path.join(repoRoot, 'bench', 'out');
+export const MiB = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// LSNs
+// ---------------------------------------------------------------------------
+
+export function parseLsn(s: string): bigint {
+  const m = /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(s.trim());
+  if (!m) throw new Error(`bad LSN ${s}`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+export function formatLsn(v: bigint): string {
+  return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/** Segment file name (timeline 1 unless given) of the segment that holds `lsn`. */
+export function segmentName(lsn: bigint, segSize: number, tli = 1): string {
+  const segno = lsn / BigInt(segSize);
+  const perLog = 0x100000000n / BigInt(segSize);
+  const hex = (n: bigint | number): string => n.toString(16).toUpperCase().padStart(8, '0');
+  return hex(tli) + hex(segno / perLog) + hex(segno % perLog);
+}
+
+export function segmentStart(name: string, segSize: number): bigint {
+  const log = BigInt(`0x${name.slice(8, 16)}`);
+  const seg = BigInt(`0x${name.slice(16, 24)}`);
+  return (log * (0x100000000n / BigInt(segSize)) + seg) * BigInt(segSize);
+}
+
+// ---------------------------------------------------------------------------
+// statistics and formatting
+// ---------------------------------------------------------------------------
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+export const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
+
+export function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+// ---------------------------------------------------------------------------
+// walsink
+// ---------------------------------------------------------------------------
+
+export const walsinkSource = path.resolve(repoRoot, '../shared/tools/walsink.c');
+
+/** gcc -O2 walsink.c -lpq into bench/out/walsink; returns the binary's path. */
+export async function buildWalsink(): Promise<string> {
+  fs.mkdirSync(outDir, { recursive: true });
+  const bin = path.join(outDir, 'walsink');
+  await runOk('gcc', ['-O2', walsinkSource, '-I/usr/include/postgresql', '-lpq', '-o', bin]);
+  return bin;
+}
+
+export type WalsinkResult = { bytes: number; seconds: number; MBps: number; firstByteMs: number; hash: string };
+
+export function parseWalsink(out: string): WalsinkResult {
+  const m = /bytes=(\d+) seconds=([\d.]+) MBps=([\d.]+) first_byte_ms=([-\d.]+) hash=([0-9a-f]+)/.exec(out);
+  if (!m) throw new Error(`unexpected walsink output: ${tail(out, 500)}`);
+  return { bytes: Number(m[1]), seconds: Number(m[2]), MBps: Number(m[3]), firstByteMs: Number(m[4]), hash: m[5] };
+}
+
+/** One walsink run from start to end (bounded by timeoutMs); throws unless it reached end. */
+export async function runWalsink(bin: string, conninfo: string, start: bigint, end: bigint,
+  opts: { hash: boolean; timeoutMs?: number }): Promise<WalsinkResult> {
+  const args = [conninfo, formatLsn(start), formatLsn(end), '1', ...(opts.hash ? [] : ['nohash'])];
+  const r = await run(bin, args, { timeoutMs: opts.timeoutMs ?? 300_000 });
+  if (r.code !== 0) throw new Error(`walsink ${args.join(' ')} failed (code ${r.code}): ${tail(r.stderr + r.stdout, 1000)}`);
+  return parseWalsink(r.stdout);
+}
+
+/** libpq conninfo of a replication connection to 127.0.0.1:port. */
+export const replConninfo = (port: number): string =>
+  `host=127.0.0.1 port=${port} user=postgres replication=true application_name=walsink`;
+
+// ---------------------------------------------------------------------------
+// pg-walsender as a child process
+// ---------------------------------------------------------------------------
+
+export type Walsender = { proc: LoggedProcess; pid: number; port: number; args: string[]; stop(): Promise<void> };
+
+/** True when a TCP socket of this host listens on 127.0.0.1:port (read from /proc/net/tcp; no connection made). */
+export function tcpCount(port: number, state: 'listen' | 'established'): number {
+  const want = state === 'listen' ? '0A' : '01';
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let n = 0;
+  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 3 && f[1].endsWith(`:${hexPort}`) && f[3] === want) n++;
+  }
+  return n;
+}
+
+/**
+ * Start `node src/main.ts --source archive ...` with the node binary running this
+ * script (node 24 under npm run bench); it is spawned directly, so the child's pid is
+ * the server's. Ready when its port listens.
+ */
+export async function startWalsender(opts: { archiveDir: string; port: number; maxWalSenders: number; workers?: number;
+  nodeArgs?: string[]; cwd?: string }): Promise<Walsender> {
+  const args = [
+    ...(opts.nodeArgs ?? []),
+    path.join(repoRoot, 'src', 'main.ts'),
+    '--source', 'archive', '--archive-dir', opts.archiveDir,
+    '--listen', `127.0.0.1:${opts.port}`,
+    '--max-wal-senders', String(opts.maxWalSenders),
+    '--workers', String(opts.workers ?? 2),
+    '--admin-listen', 'off', '--log-level', 'warn',
+  ];
+  const proc = spawnLogged(process.execPath, args, { cwd: opts.cwd ?? outDir, name: 'pg-walsender' });
+  const stop = async (): Promise<void> => proc.kill('SIGINT', 10_000);
+  try {
+    await waitUntil(() => {
+      if (proc.hasExited) throw new Error(`pg-walsender exited: ${tail(proc.output(), 2000)}`);
+      return tcpCount(opts.port, 'listen') > 0;
+    }, 60_000, `pg-walsender listening on ${opts.port}`);
+  } catch (e) {
+    await stop();
+    throw new Error(`${(e as Error).message}\n--- pg-walsender output ---\n${tail(proc.output(), 2000)}`);
+  }
+  return { proc, pid: proc.child.pid!, port: opts.port, args: [process.execPath, ...args], stop };
+}
+
+// ---------------------------------------------------------------------------
+// memory
+// ---------------------------------------------------------------------------
+
+export type Mem = { rssKiB: number; pssKiB: number };
+
+/** VmRSS from /proc/PID/status and Pss from /proc/PID/smaps_rollup, in KiB. */
+export function processMemory(pid: number): Mem {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (text: string, key: string): number => {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+    if (!m) throw new Error(`no ${key} for pid ${pid}`);
+    return Number(m[1]);
+  };
+  return { rssKiB: kib(status, 'VmRSS'), pssKiB: kib(rollup, 'Pss') };
+}
+
+/** Median of `samples` readings one interval apart (memory settles after connection bursts). */
+export async function sampleMemory(pid: number, samples = 3, intervalMs = 1000): Promise<Mem> {
+  const got: Mem[] = [];
+  for (let i = 0; i < samples; i++) {
+    if (i > 0) await sleep(intervalMs);
+    got.push(processMemory(pid));
+  }
+  return { rssKiB: median(got.map((m) => m.rssKiB)), pssKiB: median(got.map((m) => m.pssKiB)) };
+}
+
+export function postmasterPid(cluster: Cluster): number {
+  return Number(fs.readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+}
+
+/** Children of the postmaster: pid and command line ("postgres: walsender postgres 127.0.0.1(...) streaming 0/...") */
+export function postmasterChildren(cluster: Cluster): { pid: number; cmdline: string }[] {
+  const pm = postmasterPid(cluster);
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== pm) continue;
+      out.push({ pid: Number(e), cmdline: fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').replaceAll('\0', ' ').trim() });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// machine
+// ---------------------------------------------------------------------------
+
+export function machineInfo(): Record<string, unknown> {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  const memKiB = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
+  const sh = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    nproc: Number(sh('nproc', [])),
+    cpuModel: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? 'unknown',
+    memoryGiB: round(memKiB / MiB, 1),
+    kernel: sh('uname', ['-sr']),
+  };
+}
