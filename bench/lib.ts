@@ -118,7 +118,7 @@ export function tcpCount(port: number, state: 'listen' | 'established'): number 
  * the server's. Ready when its port listens.
  */
 export async function startWalsender(opts: { archiveDir: string; port: number; maxWalSenders: number; workers?: number;
-  nodeArgs?: string[]; cwd?: string }): Promise<Walsender> {
+  logLevel?: string; nodeArgs?: string[]; cwd?: string }): Promise<Walsender> {
   const args = [
     ...(opts.nodeArgs ?? []),
     path.join(repoRoot, 'src', 'main.ts'),
@@ -126,7 +126,7 @@ export async function startWalsender(opts: { archiveDir: string; port: number; m
     '--listen', `127.0.0.1:${opts.port}`,
     '--max-wal-senders', String(opts.maxWalSenders),
     '--workers', String(opts.workers ?? 2),
-    '--admin-listen', 'off', '--log-level', 'warn',
+    '--admin-listen', 'off', '--log-level', opts.logLevel ?? 'warn',
   ];
   const proc = spawnLogged(process.execPath, args, { cwd: opts.cwd ?? outDir, name: 'pg-walsender' });
   const stop = async (): Promise<void> => proc.kill('SIGINT', 10_000);

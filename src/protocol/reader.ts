@@ -26,7 +26,11 @@ export class FrontendReader {
   maxStartupPacketLength: number;
   maxMessageLength: number;
   lengthLimit: ((type: string) => number) | undefined;
-  /** Set once an SSLRequest / GSSENCRequest was returned; a repeat is a plain packet. */
+  /**
+   * Set once an SSLRequest / GSSENCRequest was returned; a repeat is then an
+   * ordinary packet. A caller that accepts SSL should also set gssDone (and
+   * vice versa), as PostgreSQL allows only one encryption layer.
+   */
   sslDone = false;
   gssDone = false;
 

@@ -21,9 +21,9 @@ export type WalsenderProcess = {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: string | null }>;
 };
 
-/** Run `node src/main.ts ARGS --listen 127.0.0.1:<free port>` and wait until it listens. */
-export async function startWalsender(args: string[], opts: { t?: Teardown; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<WalsenderProcess> {
-  const port = await freePort();
+/** Run `node src/main.ts ARGS --listen 127.0.0.1:<port, default a free one>` and wait until it listens. */
+export async function startWalsender(args: string[], opts: { t?: Teardown; env?: NodeJS.ProcessEnv; timeoutMs?: number; port?: number } = {}): Promise<WalsenderProcess> {
+  const port = opts.port ?? await freePort();
   const proc = spawnLogged(NODE, [path.join(REPO_ROOT, 'src/main.ts'), '--listen', `127.0.0.1:${port}`,
     '--admin-listen', 'off', ...args], { env: { ...process.env, ...opts.env }, cwd: REPO_ROOT, name: 'pg-walsender' });
   const ws: WalsenderProcess = {
