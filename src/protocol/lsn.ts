@@ -32,12 +32,17 @@ export function isValidLsnValue(lsn: bigint): boolean {
 export const PG_EPOCH_OFFSET_MICROS = 946684800000000n;
 
 // Date.now() has millisecond resolution; performance.now() has sub-millisecond
-// resolution but is monotonic and drifts from the wall clock. We extrapolate the
-// wall clock from the last anchor with performance.now() and re-anchor whenever
-// the estimate leaves the millisecond Date.now() reports, so the result follows
-// wall-clock steps (NTP) while keeping microsecond resolution in between.
+// resolution but is monotonic and drifts from the wall clock (markedly so on some
+// VMs). We extrapolate the wall clock from the last anchor with performance.now()
+// and re-anchor whenever the estimate leaves the millisecond Date.now() reports,
+// so the result tracks the wall clock with microsecond resolution. Small
+// backward corrections are absorbed (we repeat the last value instead) so lag
+// arithmetic never sees time run backwards; a real wall-clock step back of more
+// than a second is followed.
 let anchorWallMs = 0;
 let anchorMonoMs = 0;
+let lastMicros = 0n;
+const BACKWARD_STEP_MICROS = 1000000n;
 
 /** Current time as a protocol timestamp (µs since 2000-01-01 UTC). */
 export function pgNow(): bigint {
@@ -49,7 +54,10 @@ export function pgNow(): bigint {
     anchorMonoMs = mono;
     estimate = wall;
   }
-  return BigInt(Math.floor(estimate * 1000)) - PG_EPOCH_OFFSET_MICROS;
+  const now = BigInt(Math.floor(estimate * 1000)) - PG_EPOCH_OFFSET_MICROS;
+  if (now < lastMicros && lastMicros - now < BACKWARD_STEP_MICROS) return lastMicros;
+  lastMicros = now;
+  return now;
 }
 
 /** Protocol timestamp to Date (millisecond precision, floor). */
