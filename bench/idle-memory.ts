@@ -8,7 +8,7 @@
 // The warm-up, for both: one walsink catch-up of the last 64 MiB, then 10 idle
 // standbys connected and closed. MB = 10^6 bytes.
 
-import { formatLsn, log, MiB, median, postmasterChildren, processMemory, replConninfo, round, runWalsink, sampleMemory,
+import { formatLsn, log, MiB, parseLsn, postmasterChildren, processMemory, replConninfo, round, runWalsink, sampleMemory,
   startWalsender, tcpCount } from './lib.ts';
 import { sleep, spawnLogged, tail, waitUntil, freePort, type LoggedProcess } from '../test/helpers/proc.ts';
 import type { WalSet } from './catchup.ts';
@@ -47,11 +47,15 @@ function assertAlive(procs: LoggedProcess[]): void {
   if (dead) throw new Error(`idle client ${dead.name} exited: ${tail(dead.output(), 1000)}`);
 }
 
-async function warmUp(walsink: string, port: number, wal: WalSet, idleFrom: bigint, ready: (n: number) => Promise<void>): Promise<void> {
+/** How a benchmark knows that k more idle standbys are streaming: mark(), start them, waitFor(k). */
+type Readiness = { mark(): Promise<void>; waitFor(k: number, procs: LoggedProcess[]): Promise<void> };
+
+async function warmUp(walsink: string, port: number, wal: WalSet, idleFrom: bigint, ready: Readiness): Promise<void> {
   await runWalsink(walsink, replConninfo(port), wal.end - BigInt(64 * MiB), wal.end, { hash: false });
+  await ready.mark();
   const few = await startIdle(walsink, port, idleFrom, 10);
   try {
-    await ready(10);
+    await ready.waitFor(10, few);
   } finally {
     await stopAll(few);
   }
@@ -75,17 +79,19 @@ function clusterPssKiB(wal: WalSet): number {
 
 async function measurePostgres(walsink: string, wal: WalSet, n: number): Promise<IdleResult['postgres']> {
   const { cluster } = wal;
-  const flush = await cluster.psql('SELECT pg_current_wal_flush_lsn()');
-  const from = BigInt(`0x${flush.split('/')[0]}`) << 32n | BigInt(`0x${flush.split('/')[1]}`);
-  await warmUp(walsink, cluster.port, wal, from,
-    (k) => waitUntil(async () => (await streamingCountPg(wal)) >= k, 60_000, `${k} PostgreSQL walsenders streaming`, 200));
+  const from = parseLsn(await cluster.psql('SELECT pg_current_wal_flush_lsn()'));
+  const ready: Readiness = {
+    mark: async () => {},
+    waitFor: (k, procs) => waitUntil(async () => { assertAlive(procs); return (await streamingCountPg(wal)) >= k; },
+      120_000, `${k} PostgreSQL walsenders streaming`, 200),
+  };
+  await warmUp(walsink, cluster.port, wal, from, ready);
   await waitUntil(async () => (await streamingCountPg(wal)) === 0, 30_000, 'warm-up walsenders gone', 200);
   await sleep(1000);
   const before = clusterPssKiB(wal);
   const procs = await startIdle(walsink, cluster.port, from, n);
   try {
-    await waitUntil(async () => { assertAlive(procs); return (await streamingCountPg(wal)) >= n; },
-      120_000, `${n} PostgreSQL walsenders streaming`, 200);
+    await ready.waitFor(n, procs);
     await sleep(3000);
     assertAlive(procs);
     const senders = postmasterChildren(cluster).filter((c) => c.cmdline.includes('walsender'));
@@ -111,18 +117,21 @@ async function measureWalsender(walsink: string, wal: WalSet, n: number, cwd: st
     logLevel: 'info', cwd });
   // Readiness from the server's own log: one "start streaming" line per standby.
   const streamed = (): number => ours.proc.output().split('"msg":"start streaming"').length - 1;
+  let base = 0;
+  const ready: Readiness = {
+    mark: async () => { base = streamed(); },
+    waitFor: (k, procs) => waitUntil(() => { assertAlive(procs); return streamed() >= base + k; },
+      120_000, `${k} pg-walsender standbys streaming`, 200),
+  };
   try {
-    await warmUp(walsink, ours.port, wal, wal.end, (k) => {
-      const base = streamed();
-      return waitUntil(() => streamed() >= base + k - 1, 60_000, `${k} pg-walsender standbys streaming`);
-    });
+    await warmUp(walsink, ours.port, wal, wal.end, ready);
     await waitUntil(() => tcpCount(ours.port, 'established') === 0, 30_000, 'warm-up connections closed');
     await sleep(2000);
     const idle = await sampleMemory(ours.pid);
-    const base = streamed();
+    await ready.mark();
     const procs = await startIdle(walsink, ours.port, wal.end, n);
     try {
-      await waitUntil(() => { assertAlive(procs); return streamed() >= base + n; }, 120_000, `${n} pg-walsender standbys streaming`, 200);
+      await ready.waitFor(n, procs);
       await sleep(3000);
       assertAlive(procs);
       if (tcpCount(ours.port, 'established') !== n) throw new Error(`expected ${n} established connections`);
@@ -157,5 +166,3 @@ export async function idleMemory(walsink: string, wal: WalSet, n: number, cwd: s
     met: mem.rssPerStandbyMB <= TARGET_MB, command,
   };
 }
-
-export { median };

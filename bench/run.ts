@@ -1,0 +1,111 @@
+// `npm run bench`: pg-walsender against PostgreSQL 15's own walsender, in one run, on the
+// same WAL and with the same clients, over loopback. Builds walsink, prepares >= 512 MiB
+// of real WAL in a PostgreSQL 15 cluster (BENCH_QUICK=1: 128 MiB), then measures catch-up
+// throughput (walsink and pg_receivewal, 1 stream; walsink, 16 streams) and idle memory
+// per standby (200 idle standbys). Prints a summary table and writes bench/out/results.json.
+// Every cluster, server and client is stopped at the end, also on failure.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { concurrentWalsink, prepareWal, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
+import { idleMemory, type IdleResult } from './idle-memory.ts';
+import {
+  buildWalsink, formatLsn, log, machineInfo, outDir, replConninfo, startWalsender, walsinkSource, type Walsender,
+} from './lib.ts';
+import { freePort, makeTempDir, pgBin, runOk, sha256Dir } from '../test/helpers/proc.ts';
+
+const quick = process.env.BENCH_QUICK === '1';
+const SIZE_MIB = quick ? 128 : 512;
+const RUNS = 3;
+const CONCURRENT = 16;
+const IDLE_STANDBYS = 200;
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+function summary(catchup: Comparison[], idle: IdleResult): string {
+  const rows = [['benchmark', 'PostgreSQL 15', 'pg-walsender', 'ratio', 'target', 'met']];
+  for (const c of catchup) {
+    rows.push([`${c.name} (${c.unit})`, String(c.postgres), String(c.walsender), `${c.ratio}x`, c.target, c.met ? 'yes' : 'NO']);
+  }
+  rows.push([
+    `idle memory per standby, ${idle.standbys} standbys (MB)`,
+    `${idle.postgres.pssPerStandbyMB} (Pss/walsender)`, `${idle.walsender.rssPerStandbyMB} (RSS delta/standby)`,
+    `${idle.ratio}x`, idle.target, idle.met ? 'yes' : 'NO',
+  ]);
+  return table(rows);
+}
+
+async function main(): Promise<void> {
+  const began = Date.now();
+  log(`pg-walsender benchmarks${quick ? ' (BENCH_QUICK)' : ''}: ${SIZE_MIB} MiB of WAL, ${RUNS} runs per figure`);
+  const walsink = await buildWalsink();
+  const pgVersion = (await runOk(pgBin('postgres'), ['--version'])).stdout.trim();
+  const tmp = await makeTempDir('bench');
+  let wal: WalSet | null = null;
+  let ours: Walsender | null = null;
+  try {
+    wal = await prepareWal(tmp, SIZE_MIB);
+    const archiveSums = await sha256Dir(wal.archiveDir);
+    ours = await startWalsender({ archiveDir: wal.archiveDir, port: await freePort(), maxWalSenders: CONCURRENT + 16, cwd: tmp.path });
+    const srv = { pgPort: wal.cluster.port, ours };
+    const catchupServerCommand = ours.args;
+    const catchup: Comparison[] = [];
+    log('catch-up, 1 stream, walsink');
+    catchup.push(await singleWalsink(walsink, wal, srv, RUNS));
+    log('catch-up, 1 stream, pg_receivewal');
+    catchup.push(await singleReceivewal(tmp.path, wal, srv, RUNS, archiveSums));
+    log(`catch-up, ${CONCURRENT} concurrent, walsink`);
+    catchup.push(await concurrentWalsink(walsink, wal, srv, RUNS, CONCURRENT));
+    await ours.stop();
+    ours = null;
+    const idle = await idleMemory(walsink, wal, IDLE_STANDBYS, tmp.path);
+    const selectVersion = await wal.cluster.psql('SELECT version()');
+
+    const text = summary(catchup, idle);
+    const seconds = Math.round((Date.now() - began) / 1000);
+    process.stdout.write(`\n${text}\n\nMB = 10^6 bytes. Ratio = pg-walsender / PostgreSQL. Medians of ${RUNS} alternating runs. ` +
+      `WAL ${formatLsn(wal.start)}..${formatLsn(wal.end)} (${SIZE_MIB} MiB). Took ${seconds} s.\n`);
+    const results = {
+      date: new Date().toISOString(),
+      quick,
+      durationSeconds: seconds,
+      machine: machineInfo(),
+      node: process.version,
+      postgres: { binary: pgVersion, server: selectVersion },
+      wal: {
+        start: formatLsn(wal.start), end: formatLsn(wal.end), sizeMiB: SIZE_MIB, segmentSize: wal.segSize,
+        segments: [wal.segments[0], wal.segments.at(-1)], seedSegment: wal.seedSegment,
+      },
+      commands: {
+        walsinkBuild: `gcc -O2 ${walsinkSource} -I/usr/include/postgresql -lpq -o ${walsink}`,
+        walsink: `${walsink} '${replConninfo(0).replace('port=0', 'port=<port>')}' ${formatLsn(wal.start)} ${formatLsn(wal.end)} 1 [nohash]`,
+        pgReceivewal: `${pgBin('pg_receivewal')} -D <fresh dir holding ${wal.seedSegment}> -h 127.0.0.1 -p <port> -U postgres -n -v -w --status-interval=1 --endpos ${formatLsn(wal.end)}`,
+        walsenderCatchup: catchupServerCommand.join(' '),
+        walsenderIdle: idle.command.join(' '),
+        postgresSettings: wal.cluster.settings,
+      },
+      catchup,
+      idleMemory: idle,
+      summary: text,
+    };
+    fs.mkdirSync(outDir, { recursive: true });
+    fs.writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+    log(`wrote ${path.join(outDir, 'results.json')}`);
+  } finally {
+    await ours?.stop().catch(() => {});
+    await wal?.cluster.destroy().catch(() => {});
+    await tmp.remove().catch(() => {});
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);
