@@ -6,7 +6,7 @@ import type net from 'node:net';
 import { errorResponse } from '../../src/protocol/backend.ts';
 import { FrontendReader, type StartupPacket } from '../../src/protocol/frontend.ts';
 import { PgError } from '../../src/protocol/errors.ts';
-import { Waker } from './waker.ts';
+import { Waker, type GenerationWatch } from './waker.ts';
 
 // Stop reading from a client that sends faster than we consume; resume once drained.
 const MAX_BUFFERED_INPUT = 1 << 20;
@@ -76,16 +76,23 @@ export class ClientConnection {
     }
   }
 
-  /** Next typed message; null on close or when `interrupt()` says to stop waiting. */
-  async nextMessage(interrupt?: () => boolean): Promise<FrontendMessage | null> {
+  /**
+   * Next typed message; null on close or when `interrupt()` says to stop waiting.
+   * With `watch`, every publication in the shared memory also wakes us to re-check
+   * `interrupt` (shutdown, terminate), re-subscribing before each wait.
+   */
+  async nextMessage(interrupt?: () => boolean, watch?: GenerationWatch): Promise<FrontendMessage | null> {
     for (;;) {
       const m = this.reader.nextMessage();
       if (m) {
         this.afterConsume();
         return m;
       }
+      const gen = watch?.current() ?? 0;
       if (this.closed || interrupt?.()) return null;
+      const unsubscribe = watch?.subscribe(gen, () => this.waker.wake());
       await this.waker.wait();
+      unsubscribe?.();
     }
   }
 

@@ -143,11 +143,8 @@ async function commandLoop(ctx: SenderContext, conn: ClientConnection, info: Ses
   const stopRequested = (): boolean =>
     shutdownMode(ctx.views) !== ShutdownMode.NONE || terminateRequested(ctx.views, info.slotIndex);
   for (;;) {
-    const gen = ctx.watch.current();
     if (stopRequested()) throw adminShutdownError();
-    const unsubscribe = ctx.watch.subscribe(gen, () => conn.waker.wake());
-    const msg = await conn.nextMessage(stopRequested);
-    unsubscribe();
+    const msg = await conn.nextMessage(stopRequested, ctx.watch);
     if (!msg) {
       if (conn.closed) return;
       continue; // woken for shutdown/terminate: checked at the top
