@@ -303,7 +303,14 @@ class PhysicalStream {
   }
 
   private handleStandbyMessage(payload: Buffer): void {
-    const m = parseStandbyMessage(payload);
+    let m;
+    try {
+      m = parseStandbyMessage(payload);
+    } catch (e) {
+      // A client that sends garbage mid-stream cannot be trusted to be in step: close it.
+      if (e instanceof PgError) throw new PgError('FATAL', e.code, e.message);
+      throw e;
+    }
     const { views } = this.ctx;
     if (m.kind === 'h') {
       recordReplyTime(views, this.info.slotIndex, m.sendTime);
