@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Makes sure the PostgreSQL 15 binaries the tests and benchmarks run against are
+# installed (Debian's postgresql-15, plus libpq-dev and gcc for the benchmark client).
+# Installs them with apt-get when running as root; otherwise says what to install.
+set -euo pipefail
+PG_BIN=/usr/lib/postgresql/15/bin
+missing=()
+for b in postgres initdb pg_ctl pg_basebackup pg_receivewal pg_waldump psql pg_controldata; do
+  [ -x "$PG_BIN/$b" ] || missing+=("$b")
+done
+id postgres >/dev/null 2>&1 || missing+=("postgres user")
+if [ "${1:-}" = "--bench" ]; then
+  [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=("libpq-dev")
+  command -v gcc >/dev/null || missing+=("gcc")
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing PostgreSQL 15 (missing: ${missing[*]})" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-client-15 libpq-dev gcc >/dev/null
+  exit 0
+fi
+echo "PostgreSQL 15 is needed for the tests (missing: ${missing[*]}): apt-get install postgresql-15 postgresql-client-15 libpq-dev gcc" >&2
+exit 1
