@@ -126,6 +126,14 @@ export async function singleWalsink(walsink: string, wal: WalSet, srv: Servers, 
     `${bytes / MiB} MiB per run; hash ${hashes.postgres} identical for both servers (hashed check run), timed runs with nohash`);
 }
 
+/**
+ * pg_receivewal stops only once it has received a position strictly past --endpos
+ * (pg_receivewal.c stop_streaming: `endpos < xlogpos`), so "everything up to END" is
+ * --endpos END-1: it stops at the END segment boundary with the last segment complete.
+ * With --endpos END it would wait forever on a server whose WAL ends at END.
+ */
+export const receivewalEndpos = (wal: WalSet): bigint => wal.end - 1n;
+
 /** pg_receivewal, one stream into a fresh directory, timed from spawn to exit at --endpos END. */
 export async function singleReceivewal(tmpDir: string, wal: WalSet, srv: Servers, runs: number,
   archiveSums: Map<string, string>): Promise<Comparison> {
@@ -138,7 +146,7 @@ export async function singleReceivewal(tmpDir: string, wal: WalSet, srv: Servers
       fs.mkdirSync(dir);
       fs.copyFileSync(path.join(wal.archiveDir, wal.seedSegment), path.join(dir, wal.seedSegment));
       const t0 = performance.now();
-      const p = receiveWal({ host: '127.0.0.1', port: port[side], dir, extraArgs: ['--endpos', formatLsn(wal.end)] });
+      const p = receiveWal({ host: '127.0.0.1', port: port[side], dir, extraArgs: ['--endpos', formatLsn(receivewalEndpos(wal))] });
       const timer = setTimeout(() => void p.kill('SIGKILL'), 300_000);
       const exit = await p.exited;
       const seconds = (performance.now() - t0) / 1000;

@@ -7,7 +7,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { concurrentWalsink, prepareWal, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
+import { concurrentWalsink, prepareWal, receivewalEndpos, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
 import { idleMemory, type IdleResult } from './idle-memory.ts';
 import {
   buildWalsink, formatLsn, log, machineInfo, outDir, replConninfo, startWalsender, walsinkSource, type Walsender,
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       commands: {
         walsinkBuild: `gcc -O2 ${walsinkSource} -I/usr/include/postgresql -lpq -o ${walsink}`,
         walsink: `${walsink} '${replConninfo(0).replace('port=0', 'port=<port>')}' ${formatLsn(wal.start)} ${formatLsn(wal.end)} 1 [nohash]`,
-        pgReceivewal: `${pgBin('pg_receivewal')} -D <fresh dir holding ${wal.seedSegment}> -h 127.0.0.1 -p <port> -U postgres -n -v -w --status-interval=1 --endpos ${formatLsn(wal.end)}`,
+        pgReceivewal: `${pgBin('pg_receivewal')} -D <fresh dir holding ${wal.seedSegment}> -h 127.0.0.1 -p <port> -U postgres -n -v -w --status-interval=1 --endpos ${formatLsn(receivewalEndpos(wal))}`,
         walsenderCatchup: catchupServerCommand.join(' '),
         walsenderIdle: idle.command.join(' '),
         postgresSettings: wal.cluster.settings,
