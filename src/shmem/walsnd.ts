@@ -8,6 +8,7 @@ import {
   APP_NAME_BYTES, CLIENT_ADDR_BYTES, S32, S64, SLOT_NAME_BYTES, SLOT_STRING_OFFSETS, WalSndState,
   slot32, slot64, slotByteOffset, type SharedViews, type WalSndStateValue,
 } from './layout.ts';
+import { wakeSenders } from './control.ts';
 import { spinLock, spinUnlock, trySpinLock } from './spinlock.ts';
 
 export type WalSndIdentity = {
@@ -182,6 +183,7 @@ export function requestTerminate(v: SharedViews, pid: number): boolean {
   for (let i = 0; i < v.maxWalSenders; i++) {
     if (Atomics.load(v.i32, slot32(i, S32.PID)) === pid) {
       Atomics.store(v.i32, slot32(i, S32.TERMINATE), 1);
+      wakeSenders(v); // the sender checks its flag when woken
       return true;
     }
   }
