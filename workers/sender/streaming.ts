@@ -32,6 +32,9 @@ import { adminShutdownError, type SessionInfo } from './session.ts';
 export const MAX_SEND_SIZE = XLOG_BLCKSZ * 16; // walsender.c MAX_SEND_SIZE
 export const MESSAGES_PER_WRITE = 8; // ~1 MiB per socket write: large writes are much cheaper here
 export const BATCH_BYTES = MESSAGES_PER_WRITE * (XLOGDATA_HEADER_LEN + MAX_SEND_SIZE);
+// Batches handed to the socket and not yet flushed to the kernel. Two keep the kernel's
+// send buffer fed while the next batch is read, and bound a slow standby's memory.
+const MAX_BATCHES_IN_FLIGHT = 2;
 
 type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
 
@@ -117,6 +120,7 @@ class PhysicalStream {
   private readonly lag = new LagTracker();
   private sent: bigint;
   private bytesSent = 0n;
+  private inFlight = 0;
   private lastReply = Date.now();
   private waitingForPing = false;
   private sentCopyDone = false;
@@ -156,11 +160,11 @@ class PhysicalStream {
           if (!this.sentCopyDone) conn.write(copyDone());
           return false;
         }
-        if (!this.sentCopyDone && !conn.writeBlocked) {
+        if (!this.sentCopyDone && this.inFlight < MAX_BATCHES_IN_FLIGHT) {
           const limit = this.sendLimit();
           if (this.sent < limit) {
             this.sendBatch(limit);
-            if (!conn.writeBlocked) await yieldToIo(); // let replies and other senders in
+            if (this.inFlight === 0) await yieldToIo(); // let replies and other senders in
             continue;
           }
           if (this.plan.historic && this.sent >= this.plan.validUpto) {
@@ -237,7 +241,12 @@ class PhysicalStream {
       ctx.buffers.give(buf);
       throw e;
     }
-    conn.write(buf.subarray(0, off), () => ctx.buffers.give(buf));
+    this.inFlight++;
+    conn.write(buf.subarray(0, off), () => {
+      ctx.buffers.give(buf);
+      this.inFlight--;
+      conn.waker.wake();
+    });
     this.bytesSent += pos - this.sent;
     this.sent = pos;
     this.lag.write(limit, now);
@@ -263,7 +272,7 @@ class PhysicalStream {
     const { conn } = this;
     setWalSndState(this.ctx.views, this.info.slotIndex, WalSndState.STOPPING);
     const replicated = this.replyFlush !== 0n ? this.replyFlush : this.replyWrite;
-    if (replicated >= this.sent && !conn.writeBlocked) {
+    if (replicated >= this.sent && this.inFlight === 0) {
       conn.write(commandComplete('COPY 0'));
       conn.end();
       this.ctx.log.info({ connId: this.info.connId, sent: formatLsn(this.sent) }, 'drained: all WAL sent and confirmed');
