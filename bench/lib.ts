@@ -5,6 +5,7 @@
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, runOk, sleep, spawnLogged, tail, waitUntil } from '../test/helpers/proc.ts';
@@ -83,9 +84,12 @@ export function parseWalsink(out: string): WalsinkResult {
 
 /** One walsink run from start to end (bounded by timeoutMs); throws unless it reached end. */
 export async function runWalsink(bin: string, conninfo: string, start: bigint, end: bigint,
-  opts: { hash: boolean; timeoutMs?: number }): Promise<WalsinkResult> {
+  opts: { hash: boolean; timeoutMs?: number; cpu?: number }): Promise<WalsinkResult> {
   const args = [conninfo, formatLsn(start), formatLsn(end), '1', ...(opts.hash ? [] : ['nohash'])];
-  const r = await run(bin, args, { timeoutMs: opts.timeoutMs ?? 300_000 });
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const r = opts.cpu === undefined
+    ? await run(bin, args, { timeoutMs })
+    : await run('taskset', ['-c', String(opts.cpu), bin, ...args], { timeoutMs });
   if (r.code !== 0) throw new Error(`walsink ${args.join(' ')} failed (code ${r.code}): ${tail(r.stderr + r.stdout, 1000)}`);
   return parseWalsink(r.stdout);
 }
@@ -174,22 +178,76 @@ export function postmasterPid(cluster: Cluster): number {
   return Number(fs.readFileSync(path.join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
 }
 
-/** Children of the postmaster: pid and command line ("postgres: walsender postgres 127.0.0.1(...) streaming 0/...") */
-export function postmasterChildren(cluster: Cluster): { pid: number; cmdline: string }[] {
+/** Children of the postmaster: pid, state (Z = exited, not yet reaped) and command line ("postgres: walsender ..."). */
+export function postmasterChildren(cluster: Cluster): { pid: number; state: string; cmdline: string }[] {
   const pm = postmasterPid(cluster);
-  const out: { pid: number; cmdline: string }[] = [];
+  const out: { pid: number; state: string; cmdline: string }[] = [];
   for (const e of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
       const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid !== pm) continue;
-      out.push({ pid: Number(e), cmdline: fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').replaceAll('\0', ' ').trim() });
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(ppid) !== pm) continue;
+      out.push({ pid: Number(e), state, cmdline: fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').replaceAll('\0', ' ').trim() });
     } catch {
       // exited meanwhile
     }
   }
   return out;
+}
+
+/** Wait until the postmaster has no walsender child left, exited ones reaped too. */
+export function waitNoWalsenders(cluster: Cluster, timeoutMs = 30_000): Promise<void> {
+  return waitUntil(() => postmasterChildren(cluster).every((c) => c.state !== 'Z' && !c.cmdline.includes('walsender')),
+    timeoutMs, 'PostgreSQL walsenders to exit', 20);
+}
+
+/** Set the CPU affinity of every thread of a process (children forked later inherit it). */
+export function pinProcess(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+// ---------------------------------------------------------------------------
+// CPU time
+// ---------------------------------------------------------------------------
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/**
+ * CPU seconds (user + system) from /proc/PID/stat: the process's own (all threads),
+ * or those of its children it has already reaped (cutime + cstime).
+ */
+export function cpuSeconds(pid: number | 'self', which: 'own' | 'reapedChildren'): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
+  const i = which === 'own' ? 11 : 13; // utime = field 14, cutime = field 16
+  return (Number(f[i]) + Number(f[i + 1])) / CLK_TCK;
+}
+
+/** Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait). */
+export function machineBusySeconds(): number {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + steal) / CLK_TCK;
+}
+
+let quietBudgetMs = 120_000;
+
+/**
+ * Other processes on this machine (a test suite, a build) distort a timed run: wait
+ * until the machine is idle (< 10% busy over 250 ms), at most 120 s over the whole
+ * bench. Returns the busy fraction last seen.
+ */
+export async function waitQuiet(): Promise<number> {
+  const cores = os.availableParallelism();
+  for (;;) {
+    const b0 = machineBusySeconds();
+    const t0 = Date.now();
+    await sleep(250);
+    const busy = (machineBusySeconds() - b0) / (cores * (Date.now() - t0) / 1000);
+    if (busy < 0.1 || quietBudgetMs <= 0) return busy;
+    quietBudgetMs -= Date.now() - t0;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -213,4 +271,16 @@ export function machineInfo(): Record<string, unknown> {
     memoryGiB: round(memKiB / MiB, 1),
     kernel: sh('uname', ['-sr']),
   };
+}
+
+/** The commit benchmarked, and whether src/ or workers/ had uncommitted changes. */
+export function gitInfo(): { commit: string; dirty: boolean } {
+  try {
+    const commit = execFileSync('git', ['-C', repoRoot, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'workers', 'package.json'],
+      { encoding: 'utf8' }).trim();
+    return { commit, dirty: status !== '' };
+  } catch {
+    return { commit: 'unknown', dirty: true };
+  }
 }

@@ -1,22 +1,25 @@
 // `npm run bench`: pg-walsender against PostgreSQL 15's own walsender, in one run, on the
 // same WAL and with the same clients, over loopback. Builds walsink, prepares >= 512 MiB
 // of real WAL in a PostgreSQL 15 cluster (BENCH_QUICK=1: 128 MiB), then measures catch-up
-// throughput (walsink and pg_receivewal, 1 stream; walsink, 16 streams) and idle memory
-// per standby (200 idle standbys). Prints a summary table and writes bench/out/results.json.
+// throughput (walsink and pg_receivewal, 1 stream; walsink, 1 stream with the server and the
+// client pinned to CPUs; walsink, 16 streams; BENCH_RUNS timed runs each, default 5) and idle
+// memory per standby (200 idle standbys). Prints a summary table
+// and writes bench/out/results.json.
 // Every cluster, server and client is stopped at the end, also on failure.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { concurrentWalsink, prepareWal, receivewalEndpos, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
+import { concurrentWalsink, pinnedWalsink, prepareWal, receivewalEndpos, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
 import { idleMemory, type IdleResult } from './idle-memory.ts';
 import {
-  buildWalsink, formatLsn, log, machineInfo, outDir, replConninfo, startWalsender, walsinkSource, type Walsender,
+  buildWalsink, formatLsn, gitInfo, log, machineInfo, median, outDir, replConninfo, startWalsender, walsinkSource, type Walsender,
 } from './lib.ts';
 import { freePort, makeTempDir, pgBin, runOk, sha256Dir } from '../test/helpers/proc.ts';
 
 const quick = process.env.BENCH_QUICK === '1';
 const SIZE_MIB = quick ? 128 : 512;
-const RUNS = 3;
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const CONCURRENT = 16;
 const IDLE_STANDBYS = 200;
 
@@ -36,7 +39,15 @@ function summary(catchup: Comparison[], idle: IdleResult): string {
     `${idle.postgres.pssPerStandbyMB} (Pss/walsender)`, `${idle.walsender.rssPerStandbyMB} (RSS delta/standby)`,
     `${idle.ratio}x`, idle.target, idle.met ? 'yes' : 'NO',
   ]);
-  return table(rows);
+  const cpu = [['CPU seconds per GB sent (median)', 'PostgreSQL server', 'pg-walsender server', 'client(s) with PostgreSQL', 'client(s) with pg-walsender']];
+  for (const c of catchup) {
+    cpu.push([c.name, String(c.cpuPerGB.postgres.server), String(c.cpuPerGB.walsender.server),
+      String(c.cpuPerGB.postgres.client), String(c.cpuPerGB.walsender.client)]);
+  }
+  const other = catchup.flatMap((c) => [...c.otherBusy.postgres, ...c.otherBusy.walsender]);
+  const share = (x: number): string => `${(x * 100).toFixed(1)}%`;
+  return `${table(rows)}\n\n${table(cpu)}\n\nCPU used by other processes during the timed runs: median ${share(median(other))}, ` +
+    `max ${share(Math.max(...other))} of the machine.`;
 }
 
 async function main(): Promise<void> {
@@ -51,11 +62,16 @@ async function main(): Promise<void> {
     wal = await prepareWal(tmp, SIZE_MIB);
     const archiveSums = await sha256Dir(wal.archiveDir);
     ours = await startWalsender({ archiveDir: wal.archiveDir, port: await freePort(), maxWalSenders: CONCURRENT + 16, cwd: tmp.path });
-    const srv = { pgPort: wal.cluster.port, ours };
+    const srv = { cluster: wal.cluster, ours };
     const catchupServerCommand = ours.args;
     const catchup: Comparison[] = [];
     log('catch-up, 1 stream, walsink');
     catchup.push(await singleWalsink(walsink, wal, srv, RUNS));
+    if (os.availableParallelism() >= 2) {
+      log('catch-up, 1 stream, walsink, pinned apart and together');
+      catchup.push(await pinnedWalsink(walsink, wal, srv, RUNS, 'apart'));
+      catchup.push(await pinnedWalsink(walsink, wal, srv, RUNS, 'together'));
+    }
     log('catch-up, 1 stream, pg_receivewal');
     catchup.push(await singleReceivewal(tmp.path, wal, srv, RUNS, archiveSums));
     log(`catch-up, ${CONCURRENT} concurrent, walsink`);
@@ -67,7 +83,7 @@ async function main(): Promise<void> {
 
     const text = summary(catchup, idle);
     const seconds = Math.round((Date.now() - began) / 1000);
-    process.stdout.write(`\n${text}\n\nMB = 10^6 bytes. Ratio = pg-walsender / PostgreSQL. Medians of ${RUNS} alternating runs. ` +
+    process.stdout.write(`\n${text}\n\nMB = 10^6 bytes. Ratio = pg-walsender / PostgreSQL. Medians of ${RUNS} alternating runs after a warm-up. ` +
       `WAL ${formatLsn(wal.start)}..${formatLsn(wal.end)} (${SIZE_MIB} MiB). Took ${seconds} s.\n`);
     const results = {
       date: new Date().toISOString(),
@@ -75,6 +91,8 @@ async function main(): Promise<void> {
       durationSeconds: seconds,
       machine: machineInfo(),
       node: process.version,
+      git: gitInfo(),
+      runsPerFigure: RUNS,
       postgres: { binary: pgVersion, server: selectVersion },
       wal: {
         start: formatLsn(wal.start), end: formatLsn(wal.end), sizeMiB: SIZE_MIB, segmentSize: wal.segSize,

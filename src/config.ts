@@ -12,6 +12,7 @@ import { Ajv } from 'ajv';
 import { parseDocument } from 'yaml';
 import { helpText, parseFlags } from './cli.ts';
 import type { FlagSpec } from './cli.ts';
+import { parseConninfo } from './sources/upstream/conninfo.ts';
 import { formatBytes, formatDurationMs, parseByteSize, parseDuration } from './units.ts';
 
 export { formatBytes, formatDurationMs, parseByteSize, parseDuration };
@@ -23,14 +24,41 @@ export type Config = {
   /** Bytes per second; 0 = paused. */
   demoRate: number;
   demoWalSegmentSize: number;
+  /** Source "upstream": libpq connection string (keyword/value or URI) of the server to relay. */
+  upstream: string | null;
+  /** Physical replication slot on the upstream (created if missing); null = none. */
+  upstreamSlot: string | null;
+  /** File whose first line is the upstream password. */
+  upstreamPasswordFile: string | null;
+  /** wal_receiver_timeout for the upstream connection; 0 disables. */
+  upstreamTimeoutMs: number;
   listen: { host: string; port: number };
   /** null when admin_listen is "off". */
   adminListen: { host: string; port: number } | null;
+  /** Bearer token for the admin API's mutating routes (from admin_token or admin_token_file); null disables them. */
+  adminToken: string | null;
+  /** File holding the admin token (a container secret); read into adminToken. */
+  adminTokenFile: string | null;
   maxWalSenders: number;
+  /** Replication slots pg-walsender keeps (0 disables slots). */
+  maxReplicationSlots: number;
+  /** Bytes of WAL kept behind the flush position whatever the standbys need. */
+  walKeepSize: number;
+  /** Most WAL a replication slot may hold back; -1 = unlimited. */
+  maxSlotWalKeepSize: number;
   /** 0 disables the timeout. */
   walSenderTimeoutMs: number;
   workers: number;
   logLevel: string;
+  /** pg_hba.conf-style file; null = no hba rules (see src/auth/material.ts). */
+  hbaFile: string | null;
+  /** Users and their password verifiers; null = no users file. */
+  usersFile: string | null;
+  /** TLS certificate and key; both set = SSLRequest answered 'S'. */
+  sslCertFile: string | null;
+  sslKeyFile: string | null;
+  /** Time allowed from connect to the end of authentication. */
+  authenticationTimeoutMs: number;
   /** Absolute path of the config file read, or null. */
   configFile: string | null;
 };
@@ -64,7 +92,7 @@ export const SOURCES = ['demo', 'archive', 'upstream'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /** Settings a SIGHUP may change (Config keys); everything else needs a restart. */
-export const RELOADABLE = ['logLevel', 'walSenderTimeoutMs', 'demoRate'] as const satisfies readonly (keyof Config)[];
+export const RELOADABLE = ['logLevel', 'walSenderTimeoutMs', 'demoRate', 'authenticationTimeoutMs'] as const satisfies readonly (keyof Config)[];
 
 type SettingKey = Exclude<keyof Config, 'configFile'>;
 
@@ -123,6 +151,13 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host, port };
 }
 
+function parseAdminToken(text: string): string {
+  // A short token is guessable; refusing it beats running with a weak one.
+  const token = text.trim();
+  if (token.length < 16 || /\s/.test(token)) throw new Error('expected at least 16 characters, no white space');
+  return token;
+}
+
 function parseSegmentSize(text: string): number {
   const n = parseByteSize(text);
   const MB = 1024 * 1024;
@@ -134,6 +169,25 @@ function parseTimeout(text: string): number {
   const ms = parseDuration(text, 'ms');
   if (ms > 2147483647) throw new Error('value is too large (at most 2147483647ms)');
   return ms;
+}
+
+/** PostgreSQL's authentication_timeout: 1s to 10min, a bare number is seconds. */
+function parseAuthenticationTimeout(text: string): number {
+  const ms = parseDuration(text, 's');
+  if (ms < 1000 || ms > 600_000) throw new Error('expected a duration from 1s to 600s');
+  return ms;
+}
+
+/** The connection string is checked here (syntax, keywords); the environment applies on the ingest thread. */
+function parseUpstreamConninfo(text: string): string {
+  if (text.trim() === '') throw new Error('expected a non-empty connection string');
+  parseConninfo(text);
+  return text;
+}
+
+function parseSlotName(text: string): string {
+  if (!/^[a-z0-9_]{1,63}$/.test(text)) throw new Error('expected 1 to 63 lower case letters, digits and underscores');
+  return text;
 }
 
 function defaultWorkers(): string {
@@ -172,6 +226,26 @@ export const SETTINGS: readonly Setting[] = [
     expected: 'a power of two from 1MB to 1GB', parse: parseSegmentSize,
   }),
   setting({
+    name: 'upstream', key: 'upstream', metavar: 'CONNINFO', default: null, defaultHelp: 'none',
+    description: 'server to relay (with --source upstream), libpq syntax',
+    expected: 'a libpq connection string (host=... port=... user=... or postgresql://...)', parse: parseUpstreamConninfo,
+  }),
+  setting({
+    name: 'upstream_slot', key: 'upstreamSlot', metavar: 'NAME', default: null, defaultHelp: 'none',
+    description: 'physical replication slot on the upstream',
+    expected: 'a replication slot name: 1 to 63 lower case letters, digits and underscores', parse: parseSlotName,
+  }),
+  setting({
+    name: 'upstream_password_file', key: 'upstreamPasswordFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'file holding the upstream password',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
+    name: 'upstream_timeout', key: 'upstreamTimeoutMs', metavar: 'TIME', default: '60s',
+    description: 'reconnect when the upstream is silent this long',
+    expected: 'a duration such as 60s or 1min (bare number = milliseconds), 0 to disable', parse: parseTimeout,
+  }),
+  setting({
     name: 'listen', key: 'listen', metavar: 'HOST:PORT', default: '127.0.0.1:5433',
     description: 'replication address (port 0 = any free port)',
     expected: HOST_PORT_EXPECTED.slice('expected '.length), parse: parseHostPort,
@@ -183,9 +257,35 @@ export const SETTINGS: readonly Setting[] = [
     parse: (text) => (text.trim().toLowerCase() === 'off' ? null : parseHostPort(text)),
   }),
   setting({
+    name: 'admin_token', key: 'adminToken', metavar: 'TOKEN', default: null, defaultHelp: 'none',
+    description: 'admin API token (unset: mutating routes off)',
+    expected: 'at least 16 characters', parse: parseAdminToken,
+  }),
+  setting({
+    name: 'admin_token_file', key: 'adminTokenFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'file holding the admin token',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
     name: 'max_wal_senders', key: 'maxWalSenders', metavar: 'N', default: '10',
     description: 'max concurrent standby connections (1-10000)',
     expected: 'an integer from 1 to 10000', parse: intParser(1, 10000),
+  }),
+  setting({
+    name: 'max_replication_slots', key: 'maxReplicationSlots', metavar: 'N', default: '10',
+    description: 'physical replication slots kept (0-1000)',
+    expected: 'an integer from 0 to 1000', parse: intParser(0, 1000),
+  }),
+  setting({
+    name: 'wal_keep_size', key: 'walKeepSize', metavar: 'SIZE', default: '0',
+    description: 'WAL always kept behind the flush position',
+    expected: 'a size such as 0, 512MB or 1GB', parse: parseByteSize,
+  }),
+  setting({
+    name: 'max_slot_wal_keep_size', key: 'maxSlotWalKeepSize', metavar: 'SIZE', default: '-1',
+    description: 'most WAL a slot may hold back (-1 = no limit)',
+    expected: 'a size such as 10GB, or -1 for no limit',
+    parse: (text) => (text.trim() === '-1' ? -1 : parseByteSize(text)),
   }),
   setting({
     name: 'wal_sender_timeout', key: 'walSenderTimeoutMs', metavar: 'TIME', default: '60s',
@@ -202,6 +302,31 @@ export const SETTINGS: readonly Setting[] = [
     name: 'log_level', key: 'logLevel', metavar: 'LEVEL', default: 'info',
     description: LOG_LEVELS.join(', '),
     expected: `one of ${LOG_LEVELS.join(', ')}`, parse: enumParser(LOG_LEVELS),
+  }),
+  setting({
+    name: 'hba_file', key: 'hbaFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'client authentication rules, pg_hba.conf syntax',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
+    name: 'users_file', key: 'usersFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'users and password verifiers (user add)',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
+    name: 'ssl_cert_file', key: 'sslCertFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'TLS server certificate (PEM); enables TLS',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
+    name: 'ssl_key_file', key: 'sslKeyFile', metavar: 'FILE', default: null, defaultHelp: 'none',
+    description: 'TLS private key (PEM)',
+    expected: 'a file path', parse: parsePath,
+  }),
+  setting({
+    name: 'authentication_timeout', key: 'authenticationTimeoutMs', metavar: 'TIME', default: '60s',
+    description: 'time allowed to authenticate (number = s)',
+    expected: 'a duration from 1s to 600s (bare number = seconds)', parse: parseAuthenticationTimeout,
   }),
 ];
 
@@ -228,7 +353,8 @@ const HELP_NOTES = [
   'Sizes take PostgreSQL units B, kB, MB, GB, TB (bare number = bytes); durations',
   'take us, ms, s, min, h, d (bare number = milliseconds). IPv6: [address]:port.',
   'SIGHUP re-reads the environment and config file and applies log_level,',
-  'wal_sender_timeout and demo_rate; other changes need a restart.',
+  'wal_sender_timeout, demo_rate and authentication_timeout, and re-reads the',
+  'hba, users and certificate files; other changes need a restart.',
 ];
 
 function packageVersion(): string {
@@ -248,7 +374,8 @@ function show(value: unknown): string {
 
 function invalidValue(s: { name: string; expected: string }, value: unknown, reason: string, origin: string | null): ConfigError {
   const why = reason.startsWith('expected') || reason.includes('valid units') ? reason : `${reason}; expected ${s.expected}`;
-  return new ConfigError(`invalid value for setting "${s.name}": ${show(value)} (${why})`, s.name, origin);
+  const shown = s.name === 'admin_token' ? '(value hidden)' : show(value); // never echo a secret
+  return new ConfigError(`invalid value for setting "${s.name}": ${shown} (${why})`, s.name, origin);
 }
 
 const ajv = new Ajv({ allErrors: false, allowUnionTypes: true });
@@ -303,6 +430,22 @@ function readConfigFile(file: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const [name, value] of Object.entries(data as Record<string, string | number>)) out.set(name, String(value));
   return out;
+}
+
+/** The token in admin_token_file (surrounding white space, e.g. a final newline, ignored). */
+function readAdminTokenFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const message = (err as Error).message.replace(/, (open|read) '.*'$/, '');
+    throw new ConfigError(`could not read admin_token_file "${file}": ${message}`, 'admin_token_file', file);
+  }
+  try {
+    return parseAdminToken(text);
+  } catch (err) {
+    throw new ConfigError(`invalid admin token in admin_token_file "${file}" (${(err as Error).message})`, 'admin_token_file', file);
+  }
 }
 
 /** Non-empty environment variable, or undefined (an empty variable counts as unset). */
@@ -363,8 +506,20 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
     }
   }
   const config = out as Config;
+  if (config.adminTokenFile !== null) {
+    if (config.adminToken !== null) {
+      throw new ConfigError('admin_token and admin_token_file are both set; use one', 'admin_token_file');
+    }
+    config.adminToken = readAdminTokenFile(config.adminTokenFile);
+  }
+  if ((config.sslCertFile === null) !== (config.sslKeyFile === null)) {
+    throw new ConfigError('ssl_cert_file and ssl_key_file must be set together', config.sslCertFile === null ? 'ssl_cert_file' : 'ssl_key_file');
+  }
   if (config.source === 'archive' && config.archiveDir === null) {
     throw new ConfigError('archive_dir is required when source is "archive"', 'archive_dir');
+  }
+  if (config.source === 'upstream' && config.upstream === null) {
+    throw new ConfigError('upstream is required when source is "upstream"', 'upstream');
   }
   return { kind: 'run', config };
 }

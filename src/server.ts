@@ -8,14 +8,17 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { AuthControl } from './auth/material.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './log.ts';
 import { pgNow } from './protocol/lsn.ts';
 import {
-  nextConnectionId, requestShutdown, setStartTime, setWalSenderTimeoutMs,
+  nextConnectionId, requestShutdown, setLogLevel, setStartTime, setWalSenderTimeoutMs,
 } from './shmem/control.ts';
 import { createSharedMemory, ShutdownMode, type SharedViews } from './shmem/layout.ts';
 import { reclaimWalSnds } from './shmem/walsnd.ts';
+import { loadSlots } from './slots/persist.ts';
+import { createSlot } from './slots/slots.ts';
 import type { IngestEvent, IngestRequest, IngestWorkerData } from '../workers/ingest.ts';
 import type { SenderWorkerData } from '../workers/sender/context.ts';
 import type { SenderTask } from '../workers/sender.ts';
@@ -31,24 +34,35 @@ export type Server = {
   storeDir: string;
   /** Resolves when the source has published its identity (or failed). */
   sourceReady: Promise<void>;
+  /** Resolves if the source fails after startup: the store can no longer be trusted. */
+  sourceFailed: Promise<Error>;
   activeConnections(): number;
+  /** True while the replication listener accepts connections (the admin API's readiness). */
+  listening(): boolean;
   reload(next: Config): void;
   /** drain: send all WAL to every streaming standby, then close; fast: close at once. */
   shutdown(mode: 'drain' | 'fast'): Promise<void>;
 };
 
 export async function startServer(config: Config, log: Logger): Promise<Server> {
-  if (config.source === 'upstream') {
-    throw new Error('source "upstream" is not available yet in this version');
-  }
   const storeDir = config.source === 'archive' ? config.archiveDir! : config.dataDir;
-  const views = createSharedMemory(config.maxWalSenders);
+  // Bad hba/users/certificate files stop the start, before any thread runs.
+  const auth = new AuthControl({ hbaFile: config.hbaFile, usersFile: config.usersFile, sslCertFile: config.sslCertFile,
+    sslKeyFile: config.sslKeyFile }, config.authenticationTimeoutMs, log);
+  const views = createSharedMemory(config.maxWalSenders, config.maxReplicationSlots);
+  restoreReplicationSlots(views, config, log);
   setWalSenderTimeoutMs(views, config.walSenderTimeoutMs);
+  setLogLevel(views, config.logLevel); // worker threads follow this field
   setStartTime(views, pgNow());
 
   const ingestData: IngestWorkerData = {
     sab: views.sab, source: config.source, dataDir: config.dataDir, archiveDir: config.archiveDir,
     demoRate: config.demoRate, demoWalSegmentSize: config.demoWalSegmentSize, logLevel: config.logLevel,
+    retention: { walKeepSize: config.walKeepSize, maxSlotWalKeepSize: config.maxSlotWalKeepSize },
+    upstream: config.source === 'upstream' ? {
+      conninfo: config.upstream!, slot: config.upstreamSlot, passwordFile: config.upstreamPasswordFile,
+      timeoutMs: config.upstreamTimeoutMs,
+    } : undefined,
   };
   const ingest = new Worker(new URL('../workers/ingest.ts', import.meta.url), { workerData: ingestData });
   const sourceReady = new Promise<void>((resolve, reject) => {
@@ -58,9 +72,13 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   ingest.on('error', (e) => log.error({ err: e }, 'ingest thread failed'));
   // Startup failures of the source are fatal to the process (bad directory, foreign WAL).
   await sourceReady;
+  // A failure after startup (the upstream receiver could not fsync) ends the process.
+  const sourceFailed = new Promise<Error>((resolve) => {
+    ingest.on('message', (m: IngestEvent) => { if (m.type === 'failed') resolve(new Error(m.message)); });
+  });
 
   const senderData: SenderWorkerData = {
-    sab: views.sab, storeDir, logLevel: config.logLevel, serverVersion: VERSION,
+    sab: views.sab, storeDir, dataDir: config.dataDir, logLevel: config.logLevel, serverVersion: VERSION, auth: auth.workerData(),
   };
   const pool = new Piscina({
     filename: new URL('../workers/sender.ts', import.meta.url).href,
@@ -118,11 +136,14 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
 
   let shuttingDown: Promise<void> | null = null;
   return {
-    port, views, pool, storeDir, sourceReady,
+    port, views, pool, storeDir, sourceReady, sourceFailed,
     activeConnections: () => tasks.size,
+    listening: () => accepting && server.listening,
     reload(next: Config): void {
       setWalSenderTimeoutMs(views, next.walSenderTimeoutMs);
       log.level = next.logLevel;
+      setLogLevel(views, next.logLevel);
+      auth.reload(next.authenticationTimeoutMs); // re-reads hba, users and certificate files
       ingest.postMessage({ type: 'reload', demoRate: next.demoRate } satisfies IngestRequest);
     },
     shutdown(mode: 'drain' | 'fast'): Promise<void> {
@@ -158,4 +179,15 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<boolean> {
   const result = await Promise.race([p.then(() => true as const), timedOut]);
   clearTimeout(timer);
   return result;
+}
+
+/** Load the persistent replication slots of the data directory into shared memory. */
+function restoreReplicationSlots(views: SharedViews, config: Config, log: Logger): void {
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const slots = loadSlots(config.dataDir);
+  if (slots.length > config.maxReplicationSlots) {
+    throw new Error(`found ${slots.length} replication slots in ${config.dataDir}, but max_replication_slots is ${config.maxReplicationSlots}`);
+  }
+  for (const s of slots) createSlot(views, s);
+  if (slots.length > 0) log.info({ slots: slots.map((s) => s.name) }, 'restored replication slots');
 }

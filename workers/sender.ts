@@ -9,6 +9,7 @@ import { FrontendReader } from '../src/protocol/frontend.ts';
 import { ClientConnection } from './sender/client.ts';
 import { senderContext, type SenderWorkerData } from './sender/context.ts';
 import { runSession } from './sender/session.ts';
+import { messageLengthLimit, messageTooLong } from './sender/limits.ts';
 import { BATCH_BYTES } from './sender/streaming.ts';
 
 export type SenderTask = {
@@ -18,12 +19,10 @@ export type SenderTask = {
   clientPort: number;
 };
 
-// The longest message a client legitimately sends here is a replication command.
-const MAX_CLIENT_MESSAGE = 1 << 20;
 
 export default async function senderTask(task: SenderTask): Promise<void> {
   const ctx = senderContext(Piscina.workerData as SenderWorkerData, BATCH_BYTES);
-  const conn = new ClientConnection(task.socket, new FrontendReader({ maxMessageLength: MAX_CLIENT_MESSAGE }));
+  const conn = new ClientConnection(task.socket, new FrontendReader({ lengthLimit: messageLengthLimit, lengthError: messageTooLong }));
   await runSession(ctx, conn, task.connId, task.clientAddr, task.clientPort);
   await conn.waitClosed();
 }

@@ -3,7 +3,7 @@
 // Chunks are kept as received; a frame is copied only when it spans chunks, so
 // small frames inside one socket read are zero-copy views.
 
-import { fatalProtocol } from './errors.ts';
+import { fatalProtocol, type PgError } from './errors.ts';
 import { MAX_STARTUP_PACKET_LENGTH, invalidStartupLength, parseStartupPacket } from './startup.ts';
 import type { StartupPacket } from './startup.ts';
 
@@ -18,6 +18,11 @@ export type FrontendReaderOptions = {
    * Overrides maxMessageLength when given.
    */
   lengthLimit?: (type: string) => number;
+  /**
+   * The error for a length word over the limit (default: PostgreSQL's logged-only
+   * "invalid message length"), so a server can tell the client which limit it hit.
+   */
+  lengthError?: (type: string, length: number, limit: number) => PgError;
 };
 
 export type FrontendMessage = { type: string; body: Buffer };
@@ -26,6 +31,7 @@ export class FrontendReader {
   maxStartupPacketLength: number;
   maxMessageLength: number;
   lengthLimit: ((type: string) => number) | undefined;
+  lengthError: ((type: string, length: number, limit: number) => PgError) | undefined;
   /**
    * Set once an SSLRequest / GSSENCRequest was returned; a repeat is then an
    * ordinary packet. A caller that accepts SSL should also set gssDone (and
@@ -42,6 +48,7 @@ export class FrontendReader {
     this.maxStartupPacketLength = options.maxStartupPacketLength ?? MAX_STARTUP_PACKET_LENGTH;
     this.maxMessageLength = options.maxMessageLength ?? 1 << 30;
     this.lengthLimit = options.lengthLimit;
+    this.lengthError = options.lengthError;
   }
 
   push(chunk: Buffer): void {
@@ -137,6 +144,7 @@ export class FrontendReader {
     const limit = this.lengthLimit !== undefined ? this.lengthLimit(type) : this.maxMessageLength;
     if (this.total < 5) return null;
     const len = this.int32At(1);
+    if (len > limit && this.lengthError !== undefined) throw this.lengthError(type, len, limit);
     if (len < 4 || len > limit) {
       // COMMERROR in PostgreSQL (pq_getmessage): framing is lost, nothing is sent.
       throw fatalProtocol('invalid message length', { logOnly: true });

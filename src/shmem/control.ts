@@ -2,7 +2,7 @@
 // its timeline) and what the main thread steers (shutdown mode, reloadable settings).
 // Senders wait on GENERATION with Atomics.waitAsync; publishers bump it and notify.
 
-import { C32, C64, StoreState, type SharedViews } from './layout.ts';
+import { C32, C64, REFUSAL_REASONS, StoreState, type RefusalReason, type SharedViews } from './layout.ts';
 import { spinLock, spinUnlock, trySpinLock } from './spinlock.ts';
 
 export type StoreIdentity = { sysid: bigint; segSize: number; pageMagic: number };
@@ -108,4 +108,100 @@ export function setStartTime(v: SharedViews, pgTime: bigint): void {
 /** A process-wide connection id (the "pid" clients see in BackendKeyData). */
 export function nextConnectionId(v: SharedViews): number {
   return Atomics.add(v.i32, C32.NEXT_CONN_ID, 1) + 1;
+}
+
+// ---------------------------------------------------------------------------
+// Operations area (issue 4): the log level every thread follows, counters for
+// Prometheus and the upstream receiver's status. Writers use Atomics only; the main
+// thread reads them at scrape time.
+// ---------------------------------------------------------------------------
+
+/** pino level names, in the order their codes are stored in C32.LOG_LEVEL. */
+export const LOG_LEVEL_CODES = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Main thread, at start and on reload: the level every thread's logger follows. */
+export function setLogLevel(v: SharedViews, level: string): void {
+  const i = (LOG_LEVEL_CODES as readonly string[]).indexOf(level);
+  Atomics.store(v.i32, C32.LOG_LEVEL, i < 0 ? 0 : i + 1);
+}
+
+/** The published log level, or null if none was published. */
+export function logLevel(v: SharedViews): string | null {
+  return LOG_LEVEL_CODES[Atomics.load(v.i32, C32.LOG_LEVEL) - 1] ?? null;
+}
+
+/** Any thread: one more connection handed to a sender task. */
+export function countConnectionAccepted(v: SharedViews): void {
+  Atomics.add(v.i64, C64.CONNECTIONS_ACCEPTED, 1n);
+}
+
+/** Any thread: a connection refused before streaming, by reason. */
+export function countConnectionRefused(v: SharedViews, reason: RefusalReason): void {
+  Atomics.add(v.i64, C64.CONNECTIONS_REFUSED + REFUSAL_REASONS.indexOf(reason), 1n);
+}
+
+/** Any thread: a failed authentication exchange (counted apart from the refusal). */
+export function countAuthFailure(v: SharedViews): void {
+  Atomics.add(v.i64, C64.AUTH_FAILURES, 1n);
+}
+
+/** Sender threads: WAL bytes just written to a standby. */
+export function countSentBytes(v: SharedViews, bytes: bigint): void {
+  Atomics.add(v.i64, C64.SENT_BYTES_TOTAL, bytes);
+}
+
+export type ConnectionCounters = {
+  accepted: bigint;
+  refused: Record<RefusalReason, bigint>;
+  authFailures: bigint;
+  sentBytes: bigint;
+};
+
+export function connectionCounters(v: SharedViews): ConnectionCounters {
+  const refused = {} as Record<RefusalReason, bigint>;
+  REFUSAL_REASONS.forEach((r, i) => { refused[r] = Atomics.load(v.i64, C64.CONNECTIONS_REFUSED + i); });
+  return {
+    accepted: Atomics.load(v.i64, C64.CONNECTIONS_ACCEPTED),
+    refused,
+    authFailures: Atomics.load(v.i64, C64.AUTH_FAILURES),
+    sentBytes: BigInt.asUintN(64, Atomics.load(v.i64, C64.SENT_BYTES_TOTAL)),
+  };
+}
+
+export type UpstreamStatus = {
+  connected: boolean;
+  receivedLsn: bigint;
+  flushedLsn: bigint;
+  /** The upstream server's end of WAL as of its last message (XLogData/keepalive walEnd). */
+  serverEndLsn: bigint;
+  /** PostgreSQL timestamp of the last message received, 0 = none yet. */
+  lastMessageTime: bigint;
+};
+
+/**
+ * The upstream receiver (ingest thread) publishes its status; every field is optional
+ * so it can update just what changed. Each value is one atomic store: readers may see
+ * a mix of two updates, which is harmless for metrics.
+ */
+export function publishUpstreamStatus(v: SharedViews, s: Partial<UpstreamStatus>): void {
+  if (s.receivedLsn !== undefined) Atomics.store(v.i64, C64.UPSTREAM_RECEIVED_LSN, s.receivedLsn);
+  if (s.flushedLsn !== undefined) Atomics.store(v.i64, C64.UPSTREAM_FLUSHED_LSN, s.flushedLsn);
+  if (s.serverEndLsn !== undefined) Atomics.store(v.i64, C64.UPSTREAM_SERVER_END_LSN, s.serverEndLsn);
+  if (s.lastMessageTime !== undefined) Atomics.store(v.i64, C64.UPSTREAM_LAST_MESSAGE_TIME, s.lastMessageTime);
+  if (s.connected !== undefined) Atomics.store(v.i32, C32.UPSTREAM_CONNECTED, s.connected ? 1 : 0);
+}
+
+export function upstreamStatus(v: SharedViews): UpstreamStatus {
+  const u = (i: number): bigint => BigInt.asUintN(64, Atomics.load(v.i64, i));
+  return {
+    connected: Atomics.load(v.i32, C32.UPSTREAM_CONNECTED) === 1,
+    receivedLsn: u(C64.UPSTREAM_RECEIVED_LSN),
+    flushedLsn: u(C64.UPSTREAM_FLUSHED_LSN),
+    serverEndLsn: u(C64.UPSTREAM_SERVER_END_LSN),
+    lastMessageTime: Atomics.load(v.i64, C64.UPSTREAM_LAST_MESSAGE_TIME),
+  };
+}
+
+export function startTime(v: SharedViews): bigint {
+  return Atomics.load(v.i64, C64.START_TIME);
 }

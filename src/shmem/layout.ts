@@ -1,9 +1,13 @@
 // The one owner of the shared-memory layout: a single SharedArrayBuffer holding the
 // control block (published WAL position, store identity, shutdown mode, reloadable
-// settings) followed by max_wal_senders WalSnd slots. Every other module reaches the
-// memory through the accessors in control.ts and walsnd.ts, never by raw offsets.
+// settings) followed by max_wal_senders WalSnd slots and max_replication_slots
+// replication slots. Every other module reaches the memory through the accessors in
+// control.ts, walsnd.ts and src/slots/, never by raw offsets.
 
-export const CONTROL_BYTES = 256;
+// Bytes 0-255: the core fields below. Bytes 256-511: the operations area (issue 4):
+// log level, counters and the upstream receiver's status, kept apart so parallel
+// additions to the core fields never collide with it.
+export const CONTROL_BYTES = 512;
 
 // Control block, Int32 word indices.
 export const C32 = {
@@ -18,6 +22,10 @@ export const C32 = {
   MAX_WAL_SENDERS: 8,
   SOURCE_STATE: 9, // SourceState
   NEXT_CONN_ID: 10,
+  MAX_REPLICATION_SLOTS: 11, // size of the replication slot region after the WalSnd slots
+  // Operations area (byte 256 on).
+  LOG_LEVEL: 64, // index + 1 into LOG_LEVEL_CODES (control.ts), 0 = unset; workers follow it
+  UPSTREAM_CONNECTED: 65, // 1 while the upstream receiver has a streaming connection
 } as const;
 
 // Control block, BigInt64 word indices (byte offset = index * 8).
@@ -25,7 +33,30 @@ export const C64 = {
   FLUSH_LSN: 8,
   SYSID: 9,
   START_TIME: 10,
+  // Operations area (byte 320 on). Counters only grow (Atomics.add), for Prometheus.
+  CONNECTIONS_ACCEPTED: 40, // every connection a sender task started on
+  CONNECTIONS_REFUSED: 41, // 41 + index into REFUSAL_REASONS (8 words)
+  AUTH_FAILURES: 50, // failed authentication exchanges (SQLSTATE class 28)
+  SENT_BYTES_TOTAL: 51, // WAL bytes sent by every sender since start
+  // The upstream receiver's status (issue 3 publishes with publishUpstreamStatus()).
+  UPSTREAM_RECEIVED_LSN: 52, // end of WAL received from upstream
+  UPSTREAM_FLUSHED_LSN: 53, // end of WAL received and made durable
+  UPSTREAM_SERVER_END_LSN: 54, // the upstream server's end of WAL, from its last message
+  UPSTREAM_LAST_MESSAGE_TIME: 55, // PostgreSQL timestamp of the last message from upstream, 0 = none
 } as const;
+
+/** Why a connection was refused before it could stream; label values of the refusal counter. */
+export const REFUSAL_REASONS = [
+  'too_many_senders', // 53300: max_wal_senders reached
+  'shutting_down', // 57P03
+  'starting_up', // 57P03, the store has no WAL yet
+  'not_physical_replication', // 0A000: not replication=true
+  'protocol_violation', // 08P01
+  'authentication_failed', // class 28
+  'startup_timeout', // authentication_timeout passed
+  'other',
+] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export const StoreState = { STARTING: 0, READY: 1 } as const;
 export const SourceState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3, WAITING: 4 } as const;
@@ -82,13 +113,46 @@ export const SLOT_BYTES = SLOT_STRINGS_OFFSET + APP_NAME_BYTES + CLIENT_ADDR_BYT
 
 if (SLOT_BYTES % 8 !== 0) throw new Error('WalSnd slot size must stay 8-byte aligned');
 
-export function sharedMemorySize(maxWalSenders: number): number {
-  return CONTROL_BYTES + maxWalSenders * SLOT_BYTES;
+// Replication slots (issue 6): max_replication_slots entries after the WalSnd slots.
+export const R32 = {
+  LOCK: 0,
+  IN_USE: 1,
+  ACTIVE_PID: 2, // connection holding the slot, 0 = inactive
+  TEMPORARY: 3,
+  WAL_STATUS: 4, // WalStatus
+  NAME_LEN: 5,
+  RESTART_TLI: 6,
+  VERSION: 7, // bumped on every change, so owners know when to persist
+} as const;
+export const REPL_SLOT_INT32_WORDS = 8;
+export const R64 = {
+  RESTART_LSN: 0, // 0 = none (NULL)
+  INVALIDATED_AT: 1, // restart_lsn when the slot was marked lost
+} as const;
+export const REPL_SLOT_INT64_WORDS = 2;
+export const REPL_SLOT_NAME_BYTES = 64;
+const REPL_SLOT_NAME_OFFSET = REPL_SLOT_INT32_WORDS * 4 + REPL_SLOT_INT64_WORDS * 8;
+export const REPL_SLOT_BYTES = REPL_SLOT_NAME_OFFSET + REPL_SLOT_NAME_BYTES;
+// pg_replication_slots.wal_status
+export const WalStatus = { RESERVED: 0, EXTENDED: 1, UNRESERVED: 2, LOST: 3 } as const;
+export const WAL_STATUS_NAMES = ['reserved', 'extended', 'unreserved', 'lost'] as const;
+
+export function sharedMemorySize(maxWalSenders: number, maxReplicationSlots = 0): number {
+  return CONTROL_BYTES + maxWalSenders * SLOT_BYTES + maxReplicationSlots * REPL_SLOT_BYTES;
 }
 
 export function slotByteOffset(index: number): number {
   return CONTROL_BYTES + index * SLOT_BYTES;
 }
+
+/** Byte offset of replication slot `index` (after all WalSnd slots). */
+export function replSlotByteOffset(v: SharedViews, index: number): number {
+  return CONTROL_BYTES + v.maxWalSenders * SLOT_BYTES + index * REPL_SLOT_BYTES;
+}
+export const replSlot32 = (v: SharedViews, index: number, field: number): number => (replSlotByteOffset(v, index) >> 2) + field;
+export const replSlot64 = (v: SharedViews, index: number, field: number): number =>
+  ((replSlotByteOffset(v, index) + REPL_SLOT_INT32_WORDS * 4) >> 3) + field;
+export const replSlotNameOffset = (v: SharedViews, index: number): number => replSlotByteOffset(v, index) + REPL_SLOT_NAME_OFFSET;
 
 /** Typed views over one SharedArrayBuffer; cheap to build in every thread. */
 export type SharedViews = {
@@ -97,21 +161,26 @@ export type SharedViews = {
   i64: BigInt64Array;
   u8: Uint8Array;
   maxWalSenders: number;
+  maxReplicationSlots: number;
 };
 
 export function viewsOf(sab: SharedArrayBuffer): SharedViews {
-  const maxWalSenders = (sab.byteLength - CONTROL_BYTES) / SLOT_BYTES;
-  if (!Number.isInteger(maxWalSenders) || maxWalSenders < 0) {
+  const i32 = new Int32Array(sab);
+  const maxWalSenders = i32[C32.MAX_WAL_SENDERS]!;
+  const maxReplicationSlots = i32[C32.MAX_REPLICATION_SLOTS]!;
+  if (sab.byteLength !== sharedMemorySize(maxWalSenders, maxReplicationSlots)) {
     throw new Error(`shared memory of ${sab.byteLength} bytes does not match the layout`);
   }
-  return { sab, i32: new Int32Array(sab), i64: new BigInt64Array(sab), u8: new Uint8Array(sab), maxWalSenders };
+  return { sab, i32, i64: new BigInt64Array(sab), u8: new Uint8Array(sab), maxWalSenders, maxReplicationSlots };
 }
 
-export function createSharedMemory(maxWalSenders: number): SharedViews {
-  const views = viewsOf(new SharedArrayBuffer(sharedMemorySize(maxWalSenders)));
-  views.i32[C32.MAX_WAL_SENDERS] = maxWalSenders;
-  views.i32[C32.NEXT_CONN_ID] = 0;
-  return views;
+export function createSharedMemory(maxWalSenders: number, maxReplicationSlots = 0): SharedViews {
+  const sab = new SharedArrayBuffer(sharedMemorySize(maxWalSenders, maxReplicationSlots));
+  const i32 = new Int32Array(sab);
+  i32[C32.MAX_WAL_SENDERS] = maxWalSenders;
+  i32[C32.MAX_REPLICATION_SLOTS] = maxReplicationSlots;
+  i32[C32.NEXT_CONN_ID] = 0;
+  return viewsOf(sab);
 }
 
 /** Int32 word index of a field in slot `index`. */

@@ -8,7 +8,7 @@ import {
   APP_NAME_BYTES, CLIENT_ADDR_BYTES, S32, S64, SLOT_NAME_BYTES, SLOT_STRING_OFFSETS, WalSndState,
   slot32, slot64, slotByteOffset, type SharedViews, type WalSndStateValue,
 } from './layout.ts';
-import { wakeSenders } from './control.ts';
+import { countSentBytes, wakeSenders } from './control.ts';
 import { spinLock, spinUnlock, trySpinLock } from './spinlock.ts';
 
 export type WalSndIdentity = {
@@ -141,9 +141,13 @@ export function setWalSndStream(v: SharedViews, index: number, timeline: number,
 export function setWalSndSent(v: SharedViews, index: number, sent: bigint, bytesSent: bigint): void {
   const lock = slot32(index, S32.LOCK);
   spinLock(v.i32, lock);
+  const before = Atomics.load(v.i64, slot64(index, S64.BYTES_SENT));
   Atomics.store(v.i64, slot64(index, S64.SENT), sent);
   Atomics.store(v.i64, slot64(index, S64.BYTES_SENT), bytesSent);
   spinUnlock(v.i32, lock);
+  // The process-wide counter grows by the same amount, so it stays monotonic after the
+  // slot is freed (pgws_sent_bytes_total).
+  if (bytesSent > before) countSentBytes(v, bytesSent - before);
 }
 
 export type StandbyReplyRecord = {
@@ -214,6 +218,15 @@ function readSlot(v: SharedViews, i: number): WalSndSnapshot {
     replyTime: Atomics.load(v.i64, slot64(i, S64.REPLY_TIME)),
     bytesSent: u64(Atomics.load(v.i64, slot64(i, S64.BYTES_SENT))),
   };
+}
+
+/** The owning sender's copy of its own slot (worker threads), or null if it no longer holds it. */
+export function readWalSnd(v: SharedViews, index: number, connId: number): WalSndSnapshot | null {
+  const lock = slot32(index, S32.LOCK);
+  spinLock(v.i32, lock);
+  const snap = Atomics.load(v.i32, slot32(index, S32.PID)) === connId ? readSlot(v, index) : null;
+  spinUnlock(v.i32, lock);
+  return snap;
 }
 
 /**

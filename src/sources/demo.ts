@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
 import { formatLsn } from '../protocol/lsn.ts';
-import { publishFlush, publishIdentity } from '../shmem/control.ts';
-import type { SharedViews } from '../shmem/layout.ts';
+import { publishFlush, publishIdentity, setSourceState } from '../shmem/control.ts';
+import { SourceState, type SharedViews } from '../shmem/layout.ts';
 import { WalGenerator, findEndOfWal } from '../wal/generator.ts';
 import { PG15_PAGE_MAGIC, readPageHeader, validateSegmentLongHeader } from '../wal/page.ts';
 import { parseSegmentFileName, segmentFileName } from '../wal/segment.ts';
@@ -30,6 +30,8 @@ export class DemoSource {
   private timer: NodeJS.Timeout | null = null;
   private lastTick = 0;
   private credit = 0;
+  private paused = false; // a write failed (disk full): retrying
+  private retryAt = 0;
   private fd = -1;
   private fdSegno = -1n;
   private fdPath = '';
@@ -112,8 +114,10 @@ export class DemoSource {
 
   private tick(): void {
     const now = performance.now();
-    this.credit += (this.rate * (now - this.lastTick)) / 1000;
+    // At most one second's worth at once, so a stall (or a full disk) is not followed by a burst.
+    this.credit = Math.min(this.rate, this.credit + (this.rate * (now - this.lastTick)) / 1000);
     this.lastTick = now;
+    if (this.paused && now < this.retryAt) return;
     if (this.credit < 1 || this.rate <= 0) {
       if (this.rate <= 0) this.credit = 0;
       return;
@@ -125,9 +129,25 @@ export class DemoSource {
       this.write(wal.startLsn, wal.bytes);
       fs.fdatasyncSync(this.fd);
       publishFlush(this.views, { flushLsn: wal.endLsn, timeline: gen.tli });
+      if (this.paused) {
+        this.paused = false;
+        setSourceState(this.views, SourceState.RUNNING);
+        this.log.info({ flushLsn: formatLsn(wal.endLsn) }, 'WAL ingest resumed');
+      }
     } catch (e) {
-      // Disk full or similar: stop this tick, try again later; nothing unsynced is published.
-      this.log.error({ err: e }, 'demo source could not write WAL; will retry');
+      // Disk full or similar: nothing unsynced was published, senders keep serving what
+      // is stored. Retry every second from the end of the valid WAL on disk; the
+      // generator is deterministic, so what gets rewritten is byte-identical.
+      this.credit = 0;
+      this.retryAt = now + 1000;
+      if (!this.paused) {
+        this.paused = true;
+        setSourceState(this.views, SourceState.WAITING);
+        const code = (e as NodeJS.ErrnoException).code;
+        this.log.error({ err: e, code }, code === 'ENOSPC'
+          ? 'disk full: WAL ingest paused, senders keep serving stored WAL'
+          : 'could not write WAL: ingest paused');
+      }
       this.closeSegment();
       this.gen = this.resume() ?? this.gen;
     }

@@ -50,6 +50,9 @@ const badValues: [string, string, string][] = [
   ['admin_listen', 'on', 'invalid value for setting "admin_listen": "on" (expected host:port, or [address]:port for IPv6, with a port from 0 to 65535)'],
   ['data_dir', '', 'invalid value for setting "data_dir": "" (expected a non-empty path)'],
   ['archive_dir', ' ', 'invalid value for setting "archive_dir": " " (expected a non-empty path)'],
+  ['upstream', 'host=db1 hots=db2', 'invalid value for setting "upstream": "host=db1 hots=db2" (invalid connection option "hots"; expected a libpq connection string (host=... port=... user=... or postgresql://...))'],
+  ['upstream', "host='db1", 'invalid value for setting "upstream": "host=\'db1" (unterminated quoted string in connection info string; expected a libpq connection string (host=... port=... user=... or postgresql://...))'],
+  ['upstream_slot', 'Relay-1', 'invalid value for setting "upstream_slot": "Relay-1" (expected 1 to 63 lower case letters, digits and underscores)'],
 ];
 
 t.test('bad values from a flag, the environment and the file', async (t) => {

@@ -22,6 +22,8 @@ const FLAGS: [string, string, string][] = [
   ['--demo-wal-segment-size', 'PGWS_DEMO_WAL_SEGMENT_SIZE', '16MB'],
   ['--listen', 'PGWS_LISTEN', '127.0.0.1:5433'],
   ['--admin-listen', 'PGWS_ADMIN_LISTEN', '127.0.0.1:9433'],
+  ['--admin-token', 'PGWS_ADMIN_TOKEN', 'none'],
+  ['--admin-token-file', 'PGWS_ADMIN_TOKEN_FILE', 'none'],
   ['--max-wal-senders', 'PGWS_MAX_WAL_SENDERS', '10'],
   ['--wal-sender-timeout', 'PGWS_WAL_SENDER_TIMEOUT', '60s'],
   ['--workers', 'PGWS_WORKERS', 'CPU cores'],

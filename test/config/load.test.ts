@@ -20,8 +20,14 @@ t.test('defaults', async (t) => {
     dataDir: './data',
     demoRate: 1048576,
     demoWalSegmentSize: 16777216,
+    upstream: null,
+    upstreamSlot: null,
+    upstreamPasswordFile: null,
+    upstreamTimeoutMs: 60000,
     listen: { host: '127.0.0.1', port: 5433 },
     adminListen: { host: '127.0.0.1', port: 9433 },
+    adminToken: null,
+    adminTokenFile: null,
     maxWalSenders: 10,
     walSenderTimeoutMs: 60000,
     workers: Math.min(256, availableParallelism()),
@@ -51,13 +57,19 @@ const cases: [string, string, keyof Config, unknown][] = [
   ['wal_sender_timeout', '0', 'walSenderTimeoutMs', 0],
   ['workers', '3', 'workers', 3],
   ['log_level', 'debug', 'logLevel', 'debug'],
+  ['upstream', 'host=db1 port=5432 user=rep', 'upstream', 'host=db1 port=5432 user=rep'],
+  ['upstream', 'postgresql://rep@db1:5432', 'upstream', 'postgresql://rep@db1:5432'],
+  ['upstream_slot', 'relay_1', 'upstreamSlot', 'relay_1'],
+  ['upstream_password_file', '/run/secrets/pw', 'upstreamPasswordFile', '/run/secrets/pw'],
+  ['upstream_timeout', '10s', 'upstreamTimeoutMs', 10000],
 ];
 
 t.test('each setting from a flag, the environment and the config file', async (t) => {
   for (const [name, text, key, want] of cases) {
     const flag = '--' + name.replaceAll('_', '-');
     const env = 'PGWS_' + name.toUpperCase();
-    const extra = name === 'source' && text === 'archive' ? { PGWS_ARCHIVE_DIR: '/a' } : {};
+    const extra = name === 'source' && text === 'archive' ? { PGWS_ARCHIVE_DIR: '/a' }
+      : name === 'source' && text === 'upstream' ? { PGWS_UPSTREAM: 'host=db1' } : {};
     t.same(run([flag, text], extra)[key], want, `${flag} ${text}`);
     t.same(run([`${flag}=${text}`], extra)[key], want, `${flag}=${text}`);
     t.same(run([], { [env]: text, ...extra })[key], want, `${env}=${text}`);
@@ -160,4 +172,16 @@ t.test('archive_dir is required when source is archive', async (t) => {
   const dir = t.testdir({ 'a.yaml': 'source: archive\n' });
   t.equal(run(['--config', join(dir, 'a.yaml')], { PGWS_ARCHIVE_DIR: '/e' }).archiveDir, '/e');
   t.equal(run(['--archive-dir', '/x']).source, 'demo', 'archive_dir alone is fine');
+});
+
+t.test('upstream is required when source is upstream', async (t) => {
+  t.throws(() => run(['--source', 'upstream']), {
+    name: 'ConfigError',
+    message: 'upstream is required when source is "upstream"',
+    setting: 'upstream',
+  });
+  const c = run(['--source', 'upstream', '--upstream', "host=db1 user=rep password='se cret'"]);
+  t.equal(c.upstream, "host=db1 user=rep password='se cret'", 'kept as written; the environment applies on the ingest thread');
+  t.equal(c.upstreamSlot, null);
+  t.equal(c.upstreamTimeoutMs, 60000);
 });

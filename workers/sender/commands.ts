@@ -18,6 +18,8 @@ import { historyFileName } from '../../src/wal/segment.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
 import type { SessionInfo } from './session.ts';
+import { createReplicationSlot, dropReplicationSlot, readReplicationSlot } from './slot-commands.ts';
+import { findSlot } from '../../src/slots/slots.ts';
 import { startReplication } from './streaming.ts';
 
 const text = (name: string) => ({ name, typeOid: TypeOid.TEXT, typeLen: -1 });
@@ -38,24 +40,23 @@ export async function executeCommand(ctx: SenderContext, conn: ClientConnection,
       timelineHistory(ctx, conn, cmd.timeline);
       return false;
     case 'READ_REPLICATION_SLOT':
-      // No slot exists: one row of NULLs, which is not an error (ReadReplicationSlot).
-      conn.write(Buffer.concat([
-        rowDescription([text('slot_type'), text('restart_lsn'), { name: 'restart_tli', typeOid: TypeOid.INT8, typeLen: 8 }]),
-        dataRow([null, null, null]),
-        commandComplete('READ_REPLICATION_SLOT'),
-        readyForQuery('I'),
-      ]));
+      readReplicationSlot(ctx, conn, cmd.slotName);
       return false;
     case 'CREATE_REPLICATION_SLOT':
-      throw new PgError('ERROR', '55000', 'replication slots can only be used if max_replication_slots > 0');
+      createReplicationSlot(ctx, conn, info.connId, cmd);
+      return false;
     case 'DROP_REPLICATION_SLOT':
-      throw new PgError('ERROR', '42704', `replication slot "${cmd.slotName}" does not exist`);
+      await dropReplicationSlot(ctx, conn, info.connId, cmd.slotName, cmd.wait);
+      return false;
     case 'START_REPLICATION':
-      if (cmd.slotName !== undefined) {
-        throw new PgError('ERROR', '42704', `replication slot "${cmd.slotName}" does not exist`);
+      if (cmd.logical) {
+        // A physical connection cannot use a logical slot; slots here are all physical.
+        if (cmd.slotName !== undefined && findSlot(ctx.views, cmd.slotName) < 0) {
+          throw new PgError('ERROR', '42704', `replication slot "${cmd.slotName}" does not exist`);
+        }
+        throw new PgError('ERROR', '0A000', 'logical decoding requires a database connection');
       }
-      if (cmd.logical) throw new PgError('ERROR', '0A000', 'logical decoding is not supported by pg-walsender');
-      return await startReplication(ctx, conn, info, cmd.startPoint, cmd.timeline);
+      return await startReplication(ctx, conn, info, cmd.startPoint, cmd.timeline, cmd.slotName);
     case 'BASE_BACKUP':
       throw new PgError('ERROR', '0A000', 'BASE_BACKUP is not supported by pg-walsender',
         { hint: 'Take base backups from the primary.' });

@@ -3,25 +3,30 @@
 // large send buffers (so an idle standby holds no buffer at all).
 
 import { threadId } from 'node:worker_threads';
-import { createLogger, type Logger } from '../../src/log.ts';
+import { createLogger, followLogLevel, type Logger } from '../../src/log.ts';
+import { AuthCache, type AuthWorkerData } from '../../src/auth/material.ts';
 import { viewsOf, type SharedViews } from '../../src/shmem/layout.ts';
 import { GenerationWatch } from './waker.ts';
 
 export type SenderWorkerData = {
   sab: SharedArrayBuffer;
   storeDir: string;
+  dataDir: string; // pg-walsender's own state (replication slots), even when serving an archive
   logLevel: string;
   serverVersion: string; // e.g. "0.1.0", shown after the PostgreSQL version
+  auth: AuthWorkerData; // hba, users and TLS files, re-read on a reload generation
 };
 
 export type SenderContext = {
   views: SharedViews;
   storeDir: string;
+  dataDir: string;
   log: Logger;
   watch: GenerationWatch;
   threadId: number;
   serverVersion: string;
   buffers: BufferPool;
+  auth: AuthCache;
 };
 
 /** Free list of equal-sized send buffers, shared by the senders of one thread. */
@@ -49,15 +54,19 @@ let context: SenderContext | null = null;
 export function senderContext(data: SenderWorkerData, batchBytes: number): SenderContext {
   if (!context) {
     const views = viewsOf(data.sab);
+    const log = createLogger(data.logLevel, { thread: threadId });
     context = {
       views,
       storeDir: data.storeDir,
-      log: createLogger(data.logLevel, { thread: threadId }),
+      dataDir: data.dataDir,
+      log,
       watch: new GenerationWatch(views),
       threadId,
       serverVersion: data.serverVersion,
       buffers: new BufferPool(batchBytes, 8),
+      auth: new AuthCache(data.auth, log),
     };
+    followLogLevel(context.log, views); // a reload's log_level reaches this thread
   }
   return context;
 }

@@ -24,9 +24,11 @@ import {
 } from '../../src/wal/history.ts';
 import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
+import { acquireSlot, readSlot, releaseSlot, setRestartLsn } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
 import { LagHead, LagTracker } from './lag-tracker.ts';
+import { SlotPersister } from './slot-commands.ts';
 import { adminShutdownError, type SessionInfo } from './session.ts';
 
 export const MAX_SEND_SIZE = XLOG_BLCKSZ * 16; // walsender.c MAX_SEND_SIZE
@@ -55,7 +57,24 @@ function readHistory(ctx: SenderContext, tli: number): TimelineHistoryEntry[] {
 
 /** StartReplication. Returns true when the connection ended (drain shutdown). */
 export async function startReplication(ctx: SenderContext, conn: ClientConnection, info: SessionInfo,
-  startPoint: bigint, requestedTli: number | undefined): Promise<boolean> {
+  startPoint: bigint, requestedTli: number | undefined, slotName?: string): Promise<boolean> {
+  // The slot is acquired first, so its errors come before anything else (PostgreSQL's order).
+  const slot = slotName === undefined ? null : { index: acquireSlot(ctx.views, slotName, info.connId), persister: null as SlotPersister | null };
+  if (slot) slot.persister = new SlotPersister(ctx, slot.index);
+  try {
+    return await streamPhysical(ctx, conn, info, startPoint, requestedTli, slot);
+  } finally {
+    if (slot) {
+      slot.persister!.maybeSave(true); // the last confirmed restart_lsn survives a restart
+      releaseSlot(ctx.views, slot.index, info.connId);
+    }
+  }
+}
+
+type HeldSlot = { index: number; persister: SlotPersister | null };
+
+async function streamPhysical(ctx: SenderContext, conn: ClientConnection, info: SessionInfo,
+  startPoint: bigint, requestedTli: number | undefined, slot: HeldSlot | null): Promise<boolean> {
   const flush = readFlush(ctx.views);
   const plan: TimelinePlan = { tli: requestedTli ?? flush.timeline, historic: false, validUpto: 0n, nextTli: 0 };
   if (requestedTli !== undefined && requestedTli !== flush.timeline) {
@@ -64,7 +83,7 @@ export async function startReplication(ctx: SenderContext, conn: ClientConnectio
   let ended = false;
   if (!plan.historic || startPoint < plan.validUpto) {
     setWalSndState(ctx.views, info.slotIndex, WalSndState.CATCHUP);
-    setWalSndStream(ctx.views, info.slotIndex, plan.tli, '');
+    setWalSndStream(ctx.views, info.slotIndex, plan.tli, slot ? readSlot(ctx.views, slot.index)?.name ?? '' : '');
     conn.write(copyBothResponse());
     try {
       // PostgreSQL checks this only after CopyBothResponse; clients expect that order.
@@ -72,7 +91,7 @@ export async function startReplication(ctx: SenderContext, conn: ClientConnectio
         throw new PgError('ERROR', 'XX000',
           `requested starting point ${formatLsn(startPoint)} is ahead of the WAL flush position of this server ${formatLsn(flush.flushLsn)}`);
       }
-      const stream = new PhysicalStream(ctx, conn, info, plan, startPoint);
+      const stream = new PhysicalStream(ctx, conn, info, plan, startPoint, slot);
       ended = await stream.run();
     } finally {
       setWalSndState(ctx.views, info.slotIndex, WalSndState.STARTUP);
@@ -132,7 +151,11 @@ class PhysicalStream {
   private replyFlush = 0n;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(ctx: SenderContext, conn: ClientConnection, info: SessionInfo, plan: TimelinePlan, startPoint: bigint) {
+  private readonly slot: HeldSlot | null;
+
+  constructor(ctx: SenderContext, conn: ClientConnection, info: SessionInfo, plan: TimelinePlan, startPoint: bigint,
+    slot: HeldSlot | null) {
+    this.slot = slot;
     this.ctx = ctx;
     this.conn = conn;
     this.info = info;
@@ -146,8 +169,8 @@ class PhysicalStream {
   /** WalSndLoop. True when the connection is finished (shutdown or close). */
   async run(): Promise<boolean> {
     const { ctx, conn } = this;
-    ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName, timeline: this.plan.tli,
-      startPoint: formatLsn(this.sent) }, 'start streaming');
+    ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName, clientAddr: this.info.clientAddr,
+      timeline: this.plan.tli, startPoint: formatLsn(this.sent) }, 'start streaming');
     try {
       for (;;) {
         const gen = ctx.watch.current();
@@ -176,6 +199,7 @@ class PhysicalStream {
           }
         }
         if (this.checkTimeouts()) return true;
+        this.slot?.persister?.maybeSave(); // a restart_lsn change with no later reply still gets saved
         const unsubscribe = ctx.watch.subscribe(gen, () => conn.waker.wake());
         await conn.waker.wait();
         unsubscribe();
@@ -183,7 +207,7 @@ class PhysicalStream {
     } finally {
       if (this.timer) clearTimeout(this.timer);
       this.reader.close();
-      ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName,
+      ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName, clientAddr: this.info.clientAddr,
         sent: formatLsn(this.sent), write: formatLsn(this.replyWrite), flush: formatLsn(this.replyFlush),
         bytesSent: Number(this.bytesSent) }, 'end streaming');
     }
@@ -289,7 +313,7 @@ class PhysicalStream {
   private processReplies(): void {
     const { conn } = this;
     for (;;) {
-      const msg = conn.reader.nextMessage();
+      const msg = conn.nextBufferedMessage(); // counted against the message rate limit
       if (!msg) break;
       switch (msg.type) {
         case 'd':
@@ -349,7 +373,13 @@ class PhysicalStream {
       writeLagUs: this.prevLags.write, flushLagUs: this.prevLags.flush, replayLagUs: this.prevLags.apply,
       replyTime: m.sendTime,
     });
-    if (m.replyRequested && !this.sentCopyDone) this.conn.write(keepalive(this.sent, pgNow(), false));
+    // PhysicalConfirmReceivedLocation: a reported flush position moves the slot's restart_lsn.
+    if (this.slot && m.flush !== 0n && setRestartLsn(views, this.slot.index, m.flush, this.plan.tli)) {
+      this.slot.persister!.maybeSave();
+    }
+    // While our output is backed up the standby will hear from us anyway; answering
+    // each request would queue without bound for a client that sends but never reads.
+    if (m.replyRequested && !this.sentCopyDone && !this.conn.writeBlocked) this.conn.write(keepalive(this.sent, pgNow(), false));
   }
 
   private prevLags = { write: -1n, flush: -1n, apply: -1n };
@@ -363,10 +393,13 @@ class PhysicalStream {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (timeout <= 0) return false;
     const now = Date.now();
-    if (now >= this.lastReply + timeout) {
+    // A standby that stops reading but keeps replying would never time out by its
+    // replies; output blocked for as long as the timeout counts as a timeout too.
+    const blockedUntil = this.conn.writeBlocked ? this.conn.writeBlockedSince + timeout : Infinity;
+    if (now >= this.lastReply + timeout || now >= blockedUntil) {
       // PostgreSQL tells the client nothing: it logs and closes.
-      this.ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName },
-        'terminating walsender process due to replication timeout');
+      this.ctx.log.info({ connId: this.info.connId, applicationName: this.info.applicationName,
+        notReading: now >= blockedUntil }, 'terminating walsender process due to replication timeout');
       this.conn.destroy();
       return true;
     }
@@ -374,7 +407,7 @@ class PhysicalStream {
       this.conn.write(keepalive(this.sent, pgNow(), true));
       this.waitingForPing = true;
     }
-    const next = this.waitingForPing ? this.lastReply + timeout : this.lastReply + timeout / 2;
+    const next = Math.min(blockedUntil, this.waitingForPing ? this.lastReply + timeout : this.lastReply + timeout / 2);
     this.timer = setTimeout(() => this.conn.waker.wake(), Math.max(1, next - now));
     return false;
   }

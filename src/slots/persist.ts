@@ -1,0 +1,92 @@
+// Crash-safe persistence of persistent replication slots in the data directory,
+// pg_replslot/<name>/state as PostgreSQL lays them out (our own JSON content):
+// write a temporary file, fsync it, rename it over the state file, fsync the
+// directory. A slot's state is written by whoever holds it (the creating or streaming
+// connection, or the retention pass marking it lost), so writers never race on one slot.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { threadId } from 'node:worker_threads';
+import { formatLsn, parseLsn } from '../protocol/lsn.ts';
+import { WAL_STATUS_NAMES, WalStatus } from '../shmem/layout.ts';
+import type { NewSlot, ReplicationSlot } from './slots.ts';
+
+export const SLOT_DIR = 'pg_replslot';
+
+type SlotFile = { name: string; restart_lsn: string | null; restart_tli: number; wal_status: string; invalidated_at: string | null };
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+}
+
+/** Write one slot's state durably. */
+export function saveSlot(dataDir: string, s: ReplicationSlot): void {
+  const base = path.join(dataDir, SLOT_DIR);
+  const dir = path.join(base, s.name);
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fsyncDir(base);
+  }
+  const body: SlotFile = {
+    name: s.name,
+    restart_lsn: s.restartLsn === 0n ? null : formatLsn(s.restartLsn),
+    restart_tli: s.restartTli,
+    wal_status: WAL_STATUS_NAMES[s.walStatus] ?? 'reserved',
+    invalidated_at: s.invalidatedAt === 0n ? null : formatLsn(s.invalidatedAt),
+  };
+  const tmp = path.join(dir, `state.tmp.${process.pid}.${threadId}`);
+  const fd = fs.openSync(tmp, 'w', 0o600);
+  try {
+    fs.writeSync(fd, JSON.stringify(body) + '\n');
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, path.join(dir, 'state'));
+  fsyncDir(dir);
+}
+
+/** Remove a dropped slot's directory durably. */
+export function removeSlot(dataDir: string, name: string): void {
+  const base = path.join(dataDir, SLOT_DIR);
+  const dir = path.join(base, name);
+  if (!fs.existsSync(dir)) return;
+  // Rename first, so a crash mid-removal never leaves a half-deleted slot that loads.
+  const doomed = path.join(base, `${name}.tmp`);
+  fs.rmSync(doomed, { recursive: true, force: true });
+  fs.renameSync(dir, doomed);
+  fsyncDir(base);
+  fs.rmSync(doomed, { recursive: true, force: true });
+}
+
+/** Persistent slots found in the data directory (startup, main thread). */
+export function loadSlots(dataDir: string): NewSlot[] {
+  const base = path.join(dataDir, SLOT_DIR);
+  if (!fs.existsSync(base)) return [];
+  const out: NewSlot[] = [];
+  for (const name of fs.readdirSync(base).sort()) {
+    if (name.endsWith('.tmp')) {
+      fs.rmSync(path.join(base, name), { recursive: true, force: true }); // an interrupted drop
+      continue;
+    }
+    const file = path.join(base, name, 'state');
+    let body: SlotFile;
+    try {
+      body = JSON.parse(fs.readFileSync(file, 'utf8')) as SlotFile;
+    } catch (e) {
+      throw new Error(`could not read replication slot file "${file}": ${(e as Error).message}`);
+    }
+    const status = WAL_STATUS_NAMES.indexOf(body.wal_status as (typeof WAL_STATUS_NAMES)[number]);
+    out.push({
+      name: body.name,
+      temporary: false,
+      activePid: 0,
+      restartLsn: body.restart_lsn ? parseLsn(body.restart_lsn) ?? 0n : 0n,
+      restartTli: body.restart_tli,
+      walStatus: status < 0 ? WalStatus.RESERVED : status,
+      invalidatedAt: body.invalidated_at ? parseLsn(body.invalidated_at) ?? 0n : 0n,
+    });
+  }
+  return out;
+}

@@ -1,0 +1,212 @@
+// Physical replication slots in shared memory (slot.c's ReplicationSlotCtl): create,
+// acquire (one active connection per slot), release, drop, restart_lsn updates from a
+// standby's flush reports, temporary slots dropped with their session, and the lost
+// marking of max_slot_wal_keep_size. Every change bumps the slot's version so the
+// owner knows when to persist it (persist.ts). Errors carry PostgreSQL's texts.
+
+import { PgError } from '../protocol/errors.ts';
+import {
+  R32, R64, REPL_SLOT_NAME_BYTES, WalStatus, replSlot32, replSlot64, replSlotNameOffset, type SharedViews,
+} from '../shmem/layout.ts';
+import { spinLock, spinUnlock, trySpinLock } from '../shmem/spinlock.ts';
+
+export type ReplicationSlot = {
+  index: number;
+  name: string;
+  temporary: boolean;
+  activePid: number;
+  restartLsn: bigint; // 0n = NULL
+  restartTli: number;
+  walStatus: number;
+  invalidatedAt: bigint;
+  version: number;
+};
+
+/** ReplicationSlotValidateName. */
+export function validateSlotName(name: string): void {
+  if (name.length === 0) throw new PgError('ERROR', '42602', `replication slot name "${name}" is too short`);
+  if (Buffer.byteLength(name) >= REPL_SLOT_NAME_BYTES) throw new PgError('ERROR', '42622', `replication slot name "${name}" is too long`);
+  if (!/^[a-z0-9_]+$/.test(name)) {
+    throw new PgError('ERROR', '42602', `replication slot name "${name}" contains invalid character`,
+      { hint: 'Replication slot names may only contain lower case letters, numbers, and the underscore character.' });
+  }
+}
+
+const lockOf = (v: SharedViews, i: number): number => replSlot32(v, i, R32.LOCK);
+
+function nameAt(v: SharedViews, i: number): string {
+  const len = Atomics.load(v.i32, replSlot32(v, i, R32.NAME_LEN));
+  const off = replSlotNameOffset(v, i);
+  return Buffer.from(v.u8.subarray(off, off + len)).toString('utf8');
+}
+
+function read(v: SharedViews, i: number): ReplicationSlot {
+  return {
+    index: i,
+    name: nameAt(v, i),
+    temporary: Atomics.load(v.i32, replSlot32(v, i, R32.TEMPORARY)) === 1,
+    activePid: Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)),
+    restartLsn: BigInt.asUintN(64, Atomics.load(v.i64, replSlot64(v, i, R64.RESTART_LSN))),
+    restartTli: Atomics.load(v.i32, replSlot32(v, i, R32.RESTART_TLI)),
+    walStatus: Atomics.load(v.i32, replSlot32(v, i, R32.WAL_STATUS)),
+    invalidatedAt: BigInt.asUintN(64, Atomics.load(v.i64, replSlot64(v, i, R64.INVALIDATED_AT))),
+    version: Atomics.load(v.i32, replSlot32(v, i, R32.VERSION)),
+  };
+}
+
+const inUse = (v: SharedViews, i: number): boolean => Atomics.load(v.i32, replSlot32(v, i, R32.IN_USE)) === 1;
+const bump = (v: SharedViews, i: number): void => { Atomics.add(v.i32, replSlot32(v, i, R32.VERSION), 1); };
+
+/** Index of the slot called `name`, or -1. */
+export function findSlot(v: SharedViews, name: string): number {
+  for (let i = 0; i < v.maxReplicationSlots; i++) if (inUse(v, i) && nameAt(v, i) === name) return i;
+  return -1;
+}
+
+export type NewSlot = { name: string; temporary: boolean; activePid: number; restartLsn: bigint; restartTli: number;
+  walStatus?: number; invalidatedAt?: bigint };
+
+/**
+ * ReplicationSlotCreate. A temporary slot stays held by its session; a persistent one
+ * is returned released. The caller persists a persistent slot before answering.
+ */
+export function createSlot(v: SharedViews, s: NewSlot): number {
+  validateSlotName(s.name);
+  if (v.maxReplicationSlots === 0) {
+    throw new PgError('ERROR', '55000', 'replication slots can only be used if max_replication_slots > 0');
+  }
+  // Claiming under the first free entry's lock is not enough to keep names unique
+  // across threads, so entry 0's lock serializes creations (they are rare).
+  const gate = lockOf(v, 0);
+  spinLock(v.i32, gate);
+  try {
+    if (findSlot(v, s.name) >= 0) throw new PgError('ERROR', '42710', `replication slot "${s.name}" already exists`);
+    for (let i = 0; i < v.maxReplicationSlots; i++) {
+      if (inUse(v, i)) continue;
+      const lock = lockOf(v, i);
+      if (i !== 0) spinLock(v.i32, lock);
+      const bytes = Buffer.from(s.name, 'utf8');
+      v.u8.set(bytes, replSlotNameOffset(v, i));
+      Atomics.store(v.i32, replSlot32(v, i, R32.NAME_LEN), bytes.length);
+      Atomics.store(v.i32, replSlot32(v, i, R32.TEMPORARY), s.temporary ? 1 : 0);
+      Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), s.activePid);
+      Atomics.store(v.i32, replSlot32(v, i, R32.RESTART_TLI), s.restartTli);
+      Atomics.store(v.i32, replSlot32(v, i, R32.WAL_STATUS), s.walStatus ?? WalStatus.RESERVED);
+      Atomics.store(v.i64, replSlot64(v, i, R64.RESTART_LSN), s.restartLsn);
+      Atomics.store(v.i64, replSlot64(v, i, R64.INVALIDATED_AT), s.invalidatedAt ?? 0n);
+      bump(v, i);
+      Atomics.store(v.i32, replSlot32(v, i, R32.IN_USE), 1);
+      if (i !== 0) spinUnlock(v.i32, lock);
+      return i;
+    }
+    throw new PgError('ERROR', '53400', 'all replication slots are in use', { hint: 'Free one or increase max_replication_slots.' });
+  } finally {
+    spinUnlock(v.i32, gate);
+  }
+}
+
+/** ReplicationSlotAcquire(name, nowait=true) for connection `pid`. */
+export function acquireSlot(v: SharedViews, name: string, pid: number): number {
+  const i = findSlot(v, name);
+  if (i < 0) throw new PgError('ERROR', '42704', `replication slot "${name}" does not exist`);
+  const lock = lockOf(v, i);
+  spinLock(v.i32, lock);
+  const active = Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID));
+  const ok = inUse(v, i) && nameAt(v, i) === name && (active === 0 || active === pid);
+  if (ok) Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), pid);
+  spinUnlock(v.i32, lock);
+  if (!ok) {
+    if (!inUse(v, i)) throw new PgError('ERROR', '42704', `replication slot "${name}" does not exist`);
+    throw new PgError('ERROR', '55006', `replication slot "${name}" is active for PID ${active}`);
+  }
+  return i;
+}
+
+/** ReplicationSlotRelease: a persistent slot becomes inactive; a temporary one stays with its session. */
+export function releaseSlot(v: SharedViews, i: number, pid: number): void {
+  const lock = lockOf(v, i);
+  spinLock(v.i32, lock);
+  if (Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === pid && Atomics.load(v.i32, replSlot32(v, i, R32.TEMPORARY)) === 0) {
+    Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), 0);
+  }
+  spinUnlock(v.i32, lock);
+}
+
+/** Free an acquired slot's entry (the caller removed its file first for a persistent one). */
+export function freeSlot(v: SharedViews, i: number, pid: number): void {
+  const lock = lockOf(v, i);
+  spinLock(v.i32, lock);
+  if (Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === pid) {
+    Atomics.store(v.i32, replSlot32(v, i, R32.IN_USE), 0);
+    Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), 0);
+    bump(v, i);
+  }
+  spinUnlock(v.i32, lock);
+}
+
+/** Slot indices of `pid`'s temporary slots (dropped at session end or on ERROR). */
+export function temporarySlotsOf(v: SharedViews, pid: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < v.maxReplicationSlots; i++) {
+    if (inUse(v, i) && Atomics.load(v.i32, replSlot32(v, i, R32.TEMPORARY)) === 1
+      && Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === pid) out.push(i);
+  }
+  return out;
+}
+
+/** PhysicalConfirmReceivedLocation: restart_lsn follows the standby's flush, even backwards. */
+export function setRestartLsn(v: SharedViews, i: number, lsn: bigint, tli: number): boolean {
+  const lock = lockOf(v, i);
+  spinLock(v.i32, lock);
+  const lost = Atomics.load(v.i32, replSlot32(v, i, R32.WAL_STATUS)) === WalStatus.LOST;
+  const changed = !lost && BigInt.asUintN(64, Atomics.load(v.i64, replSlot64(v, i, R64.RESTART_LSN))) !== lsn;
+  if (changed) {
+    Atomics.store(v.i64, replSlot64(v, i, R64.RESTART_LSN), lsn);
+    Atomics.store(v.i32, replSlot32(v, i, R32.RESTART_TLI), tli);
+    bump(v, i);
+  }
+  spinUnlock(v.i32, lock);
+  return changed;
+}
+
+/**
+ * InvalidateObsoleteReplicationSlots: a slot holding more than max_slot_wal_keep_size
+ * loses its reservation (wal_status "lost", restart_lsn NULL) instead of filling the
+ * disk. Returns false if the lock stayed busy (try again at the next round).
+ */
+export function markSlotLost(v: SharedViews, i: number): boolean {
+  const lock = lockOf(v, i);
+  if (!trySpinLock(v.i32, lock, 1000)) return false;
+  const restart = Atomics.load(v.i64, replSlot64(v, i, R64.RESTART_LSN));
+  Atomics.store(v.i64, replSlot64(v, i, R64.INVALIDATED_AT), restart);
+  Atomics.store(v.i64, replSlot64(v, i, R64.RESTART_LSN), 0n);
+  Atomics.store(v.i32, replSlot32(v, i, R32.WAL_STATUS), WalStatus.LOST);
+  bump(v, i);
+  spinUnlock(v.i32, lock);
+  return true;
+}
+
+export function setWalStatus(v: SharedViews, i: number, status: number): void {
+  if (Atomics.load(v.i32, replSlot32(v, i, R32.WAL_STATUS)) === WalStatus.LOST) return;
+  Atomics.store(v.i32, replSlot32(v, i, R32.WAL_STATUS), status);
+}
+
+/** A consistent copy of one slot, or null when the entry is free. */
+export function readSlot(v: SharedViews, i: number): ReplicationSlot | null {
+  const lock = lockOf(v, i);
+  const locked = trySpinLock(v.i32, lock, 200);
+  const s = inUse(v, i) ? read(v, i) : null;
+  if (locked) spinUnlock(v.i32, lock);
+  return s;
+}
+
+/** Every slot in use (bounded spinning: safe on the main thread). */
+export function listSlots(v: SharedViews): ReplicationSlot[] {
+  const out: ReplicationSlot[] = [];
+  for (let i = 0; i < v.maxReplicationSlots; i++) {
+    if (!inUse(v, i)) continue;
+    const s = readSlot(v, i);
+    if (s) out.push(s);
+  }
+  return out;
+}

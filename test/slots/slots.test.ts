@@ -1,0 +1,100 @@
+// Replication slots in shared memory and on disk: PostgreSQL's errors for names,
+// duplicates, a full array, an active slot; temporary slots stay with their session;
+// crash-safe files that load back; and the retention horizon.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { PgError } from '../../src/protocol/errors.ts';
+import { createSharedMemory, WalStatus } from '../../src/shmem/layout.ts';
+import { loadSlots, removeSlot, saveSlot } from '../../src/slots/persist.ts';
+import { retentionHorizon } from '../../src/slots/retention.ts';
+import {
+  acquireSlot, createSlot, findSlot, freeSlot, listSlots, markSlotLost, readSlot, releaseSlot, setRestartLsn, temporarySlotsOf,
+} from '../../src/slots/slots.ts';
+
+const pgErr = (code: string, message?: string) => ({ constructor: PgError, code, ...(message === undefined ? {} : { message }) });
+const slot = (name: string, extra: Partial<Parameters<typeof createSlot>[1]> = {}) =>
+  ({ name, temporary: false, activePid: 0, restartLsn: 0n, restartTli: 0, ...extra });
+
+t.test('create, duplicate, full, names', async (t) => {
+  const v = createSharedMemory(1, 2);
+  t.equal(createSlot(v, slot('s1')), 0);
+  t.throws(() => createSlot(v, slot('s1')), pgErr('42710', 'replication slot "s1" already exists'));
+  t.equal(createSlot(v, slot('s2')), 1);
+  t.throws(() => createSlot(v, slot('s3')), pgErr('53400', 'all replication slots are in use'));
+  t.throws(() => createSlot(v, slot('Bad')), pgErr('42602', 'replication slot name "Bad" contains invalid character'));
+  t.throws(() => createSlot(v, slot('')), pgErr('42602', 'replication slot name "" is too short'));
+  t.throws(() => createSlot(v, slot('x'.repeat(64))), pgErr('42622'));
+  const none = createSharedMemory(1, 0);
+  t.throws(() => createSlot(none, slot('a')), pgErr('55000', 'replication slots can only be used if max_replication_slots > 0'));
+});
+
+t.test('acquire: one active connection per slot', async (t) => {
+  const v = createSharedMemory(1, 2);
+  createSlot(v, slot('s1'));
+  t.throws(() => acquireSlot(v, 'nope', 1), pgErr('42704', 'replication slot "nope" does not exist'));
+  const i = acquireSlot(v, 's1', 11);
+  t.throws(() => acquireSlot(v, 's1', 12), pgErr('55006', 'replication slot "s1" is active for PID 11'));
+  t.equal(acquireSlot(v, 's1', 11), i, 'the holder may acquire again');
+  releaseSlot(v, i, 11);
+  t.equal(acquireSlot(v, 's1', 12), i, 'free after release');
+  freeSlot(v, i, 12);
+  t.equal(findSlot(v, 's1'), -1, 'dropped');
+});
+
+t.test('temporary slots stay with their session', async (t) => {
+  const v = createSharedMemory(1, 3);
+  const i = createSlot(v, slot('tmp1', { temporary: true, activePid: 5 }));
+  releaseSlot(v, i, 5);
+  t.equal(readSlot(v, i)!.activePid, 5, 'still held after release');
+  t.same(temporarySlotsOf(v, 5), [i]);
+  t.same(temporarySlotsOf(v, 6), []);
+});
+
+t.test('restart_lsn follows flush reports, even backwards; lost slots stop following', async (t) => {
+  const v = createSharedMemory(1, 1);
+  const i = createSlot(v, slot('s1'));
+  const v0 = readSlot(v, i)!.version;
+  t.ok(setRestartLsn(v, i, 0x3000000n, 1));
+  t.notOk(setRestartLsn(v, i, 0x3000000n, 1), 'unchanged is not a change');
+  t.ok(setRestartLsn(v, i, 0x2000000n, 1), 'backwards');
+  t.ok(readSlot(v, i)!.version > v0, 'version bumped');
+  t.ok(markSlotLost(v, i));
+  const s = readSlot(v, i)!;
+  t.same([s.walStatus, s.restartLsn, s.invalidatedAt], [WalStatus.LOST, 0n, 0x2000000n]);
+  t.notOk(setRestartLsn(v, i, 0x5000000n, 1), 'a lost slot keeps no reservation');
+});
+
+t.test('persisted slots load back; a dropped one is gone', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-slots-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const v = createSharedMemory(1, 4);
+  const a = createSlot(v, slot('a'));
+  const b = createSlot(v, slot('b'));
+  setRestartLsn(v, a, 0x1234568n, 2);
+  saveSlot(dir, readSlot(v, a)!);
+  saveSlot(dir, readSlot(v, b)!);
+  markSlotLost(v, b);
+  saveSlot(dir, readSlot(v, b)!);
+  t.same(fs.readdirSync(path.join(dir, 'pg_replslot')).sort(), ['a', 'b']);
+  t.same(fs.readdirSync(path.join(dir, 'pg_replslot', 'a')), ['state'], 'no temporary file left');
+  const loaded = loadSlots(dir);
+  t.same(loaded.map((s) => [s.name, s.restartLsn, s.restartTli, s.walStatus, s.invalidatedAt]),
+    [['a', 0x1234568n, 2, WalStatus.RESERVED, 0n], ['b', 0n, 0, WalStatus.LOST, 0n]]);
+  removeSlot(dir, 'a');
+  t.same(loadSlots(dir).map((s) => s.name), ['b']);
+  const v2 = createSharedMemory(1, 4);
+  for (const s of loadSlots(dir)) createSlot(v2, s);
+  t.same(listSlots(v2).map((s) => s.name), ['b']);
+});
+
+t.test('retention horizon', async (t) => {
+  const MB = 1n << 20n;
+  t.equal(retentionHorizon(100n * MB, [], null, 0), 100n * MB, 'nothing holds WAL: up to the flush position');
+  t.equal(retentionHorizon(100n * MB, [], null, Number(16n * MB)), 84n * MB, 'wal_keep_size');
+  t.equal(retentionHorizon(100n * MB, [40n * MB, 60n * MB], null, 0), 40n * MB, 'oldest slot');
+  t.equal(retentionHorizon(100n * MB, [40n * MB], 30n * MB, 0), 30n * MB, 'oldest sent position');
+  t.equal(retentionHorizon(10n * MB, [], null, Number(64n * MB)), 0n, 'never below 0');
+});
