@@ -231,6 +231,28 @@ export function machineBusySeconds(): number {
   return (user + nice + system + irq + softirq + steal) / CLK_TCK;
 }
 
+/**
+ * CPU seconds user-space processes spent so far: user + nice + system time of the
+ * machine minus that of kernel threads (children of kthreadd: I/O write-back, softirq
+ * threads), which work for the benchmark's own I/O. Differences over a run, minus the
+ * CPU of the benchmark's own processes, give what other programs used.
+ */
+export function userProcessSeconds(): number {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 4).map(Number);
+  let kthreads = 0;
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const x = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (e === '2' || x[1] === '2') kthreads += Number(x[11]) + Number(x[12]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return (f[0] + f[1] + f[2] - kthreads) / CLK_TCK;
+}
+
 let quietBudgetMs = 120_000;
 
 /**

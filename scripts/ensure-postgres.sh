@@ -9,6 +9,7 @@ for b in postgres initdb pg_ctl pg_basebackup pg_receivewal pg_waldump psql pg_c
   [ -x "$PG_BIN/$b" ] || missing+=("$b")
 done
 id postgres >/dev/null 2>&1 || missing+=("postgres user")
+command -v openssl >/dev/null || missing+=("openssl") # the TLS tests make a test CA with it
 if [ "${1:-}" = "--bench" ]; then
   [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=("libpq-dev")
   command -v gcc >/dev/null || missing+=("gcc")
@@ -18,8 +19,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing PostgreSQL 15 (missing: ${missing[*]})" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-client-15 libpq-dev gcc >/dev/null
+  apt-get install -y -qq --no-install-recommends postgresql-15 postgresql-client-15 libpq-dev gcc openssl >/dev/null
   exit 0
 fi
-echo "PostgreSQL 15 is needed for the tests (missing: ${missing[*]}): apt-get install postgresql-15 postgresql-client-15 libpq-dev gcc" >&2
+echo "PostgreSQL 15 is needed for the tests (missing: ${missing[*]}): apt-get install postgresql-15 postgresql-client-15 libpq-dev gcc openssl" >&2
 exit 1

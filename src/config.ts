@@ -227,7 +227,7 @@ export const SETTINGS: readonly Setting[] = [
   }),
   setting({
     name: 'upstream', key: 'upstream', metavar: 'CONNINFO', default: null, defaultHelp: 'none',
-    description: 'server to relay (with --source upstream), libpq syntax',
+    description: 'server to relay (libpq connection string)',
     expected: 'a libpq connection string (host=... port=... user=... or postgresql://...)', parse: parseUpstreamConninfo,
   }),
   setting({
@@ -355,6 +355,8 @@ const HELP_NOTES = [
   'SIGHUP re-reads the environment and config file and applies log_level,',
   'wal_sender_timeout, demo_rate and authentication_timeout, and re-reads the',
   'hba, users and certificate files; other changes need a restart.',
+  'Users and password verifiers: pg-walsender user add NAME, pg-walsender',
+  'hash-password (see pg-walsender user --help).',
 ];
 
 function packageVersion(): string {

@@ -89,6 +89,9 @@ export class AuthControl {
     } else if (m.hba === null) {
       log.info('no hba_file: every connection must authenticate with scram-sha-256');
     }
+    if (m.tls === null && m.hba?.some((l) => l.connType === 'hostssl')) {
+      log.warn({ file: paths.hbaFile }, 'hostssl lines cannot match: TLS is off (set ssl_cert_file and ssl_key_file)');
+    }
     if (m.tls?.certificateHash === null) {
       log.warn({ file: paths.sslCertFile }, 'cannot determine the certificate signature hash: SCRAM-SHA-256-PLUS (channel binding) is not offered');
     }

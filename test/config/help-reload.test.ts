@@ -20,14 +20,26 @@ const FLAGS: [string, string, string][] = [
   ['--data-dir', 'PGWS_DATA_DIR', './data'],
   ['--demo-rate', 'PGWS_DEMO_RATE', '1MB'],
   ['--demo-wal-segment-size', 'PGWS_DEMO_WAL_SEGMENT_SIZE', '16MB'],
+  ['--upstream', 'PGWS_UPSTREAM', 'none'],
+  ['--upstream-slot', 'PGWS_UPSTREAM_SLOT', 'none'],
+  ['--upstream-password-file', 'PGWS_UPSTREAM_PASSWORD_FILE', 'none'],
+  ['--upstream-timeout', 'PGWS_UPSTREAM_TIMEOUT', '60s'],
   ['--listen', 'PGWS_LISTEN', '127.0.0.1:5433'],
   ['--admin-listen', 'PGWS_ADMIN_LISTEN', '127.0.0.1:9433'],
   ['--admin-token', 'PGWS_ADMIN_TOKEN', 'none'],
   ['--admin-token-file', 'PGWS_ADMIN_TOKEN_FILE', 'none'],
   ['--max-wal-senders', 'PGWS_MAX_WAL_SENDERS', '10'],
+  ['--max-replication-slots', 'PGWS_MAX_REPLICATION_SLOTS', '10'],
+  ['--wal-keep-size', 'PGWS_WAL_KEEP_SIZE', '0'],
+  ['--max-slot-wal-keep-size', 'PGWS_MAX_SLOT_WAL_KEEP_SIZE', '-1'],
   ['--wal-sender-timeout', 'PGWS_WAL_SENDER_TIMEOUT', '60s'],
   ['--workers', 'PGWS_WORKERS', 'CPU cores'],
   ['--log-level', 'PGWS_LOG_LEVEL', 'info'],
+  ['--hba-file', 'PGWS_HBA_FILE', 'none'],
+  ['--users-file', 'PGWS_USERS_FILE', 'none'],
+  ['--ssl-cert-file', 'PGWS_SSL_CERT_FILE', 'none'],
+  ['--ssl-key-file', 'PGWS_SSL_KEY_FILE', 'none'],
+  ['--authentication-timeout', 'PGWS_AUTHENTICATION_TIMEOUT', '60s'],
 ];
 
 t.test('--help lists every flag, its env var and default', async (t) => {
@@ -59,7 +71,7 @@ function config(over: Partial<Config> = {}): Config {
 }
 
 t.test('reloadableSettings', async (t) => {
-  t.same(RELOADABLE, ['logLevel', 'walSenderTimeoutMs', 'demoRate']);
+  t.same(RELOADABLE, ['logLevel', 'walSenderTimeoutMs', 'demoRate', 'authenticationTimeoutMs']);
   const prev = config();
   t.same(reloadableSettings(config(), prev), {}, 'nothing changed');
   t.same(

@@ -10,7 +10,15 @@ import { parseAuthentication, parseDataRow, query, saslInitialResponse, sslReque
 import type { FuzzContext, Phase, Rand } from './generators.ts';
 
 export type Outcome = 'error' | 'closed' | 'closed-after-fin' | 'hang' | 'preamble-failed';
-export type CaseResult = { phase: Phase; bytes: Buffer; outcome: Outcome; clientPort: number; detail: string };
+export type CaseResult = {
+  phase: Phase;
+  bytes: Buffer;
+  outcome: Outcome;
+  clientPort: number;
+  detail: string;
+  /** SQLSTATE of the first ErrorResponse after the preamble, if any. */
+  code: string | null;
+};
 
 const USER: Partial<Record<Phase, string>> = { sasl: 'fz', sasl2: 'fz', md5: 'fzmd5', password: 'fzpw', command: 'fztrust', streaming: 'fztrust' };
 export const FUZZ_PASSWORD = 'fuzz';
@@ -22,6 +30,7 @@ class RawClient {
   private waiters: (() => void)[] = [];
   closed = false;
   sawError = false;
+  errorCode: string | null = null;
   framing = true;
 
   constructor(socket: net.Socket) {
@@ -40,7 +49,7 @@ class RawClient {
 
   private wait(ms: number): Promise<boolean> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
+      const timer = setTimeout(() => resolve(false), Math.max(1, ms));
       this.waiters.push(() => { clearTimeout(timer); resolve(true); });
     });
   }
@@ -51,7 +60,11 @@ class RawClient {
     while (this.buf.length >= 5) {
       const len = this.buf.readUInt32BE(1);
       if (this.buf.length < 1 + len) break;
-      if (this.buf[0] === 0x45) this.sawError = true;
+      if (this.buf[0] === 0x45 && !this.sawError) {
+        this.sawError = true;
+        const body = this.buf.subarray(5, 1 + len).toString('latin1');
+        this.errorCode = /(?:^|\0)C([0-9A-Z]{5})\0/.exec(body)?.[1] ?? '?';
+      }
       this.buf = this.buf.subarray(1 + len);
     }
   }
@@ -147,7 +160,12 @@ async function preamble(c: RawClient, phase: Phase, ctx: FuzzContext): Promise<s
   return w?.type === 'W' ? null : `START_REPLICATION answered ${w?.type}`;
 }
 
-export type CaseOptions = { finTimeoutMs: number; quietMs: number };
+export type CaseOptions = {
+  finTimeoutMs: number;
+  quietMs: number;
+  /** Stop reading while sending (a client that does not read its results), resume before the FIN. */
+  noRead?: boolean;
+};
 
 /**
  * One connection: preamble, then `make(ctx)`'s bytes in one to three writes, then
@@ -161,18 +179,21 @@ export async function runCase(port: number, phase: Phase, r: Rand, make: (ctx: F
   try {
     const failed = await preamble(c, phase, ctx);
     const bytes = Buffer.concat(make(ctx));
-    if (failed) return { phase, bytes, outcome: 'preamble-failed', clientPort, detail: failed };
+    if (failed) return { phase, bytes, outcome: 'preamble-failed', clientPort, detail: failed, code: null };
     c.scan();
+    if (o.noRead) c.socket.pause();
     const cuts = [0, ...Array.from({ length: r.int(3) }, () => r.int(bytes.length + 1)).sort((a, b) => a - b), bytes.length];
     for (let i = 0; i + 1 < cuts.length && !c.closed; i++) {
       c.socket.write(bytes.subarray(cuts[i], cuts[i + 1]));
       if (r.int(4) === 0) await new Promise((res) => setImmediate(res));
     }
     await c.closedWithin(o.quietMs);
-    if (c.closed) return { phase, bytes, outcome: c.sawError ? 'error' : 'closed', clientPort, detail: '' };
+    c.socket.resume(); // a paused socket would not notice the server's close
+    await c.closedWithin(o.noRead ? o.quietMs : 0);
+    if (c.closed) return { phase, bytes, outcome: c.sawError ? 'error' : 'closed', clientPort, detail: '', code: c.errorCode };
     c.socket.end(); // we are done: the server must close its side within the bound
     const closed = await c.closedWithin(o.finTimeoutMs);
-    return { phase, bytes, outcome: closed ? (c.sawError ? 'error' : 'closed-after-fin') : 'hang', clientPort, detail: '' };
+    return { phase, bytes, outcome: closed ? (c.sawError ? 'error' : 'closed-after-fin') : 'hang', clientPort, detail: '', code: c.errorCode };
   } finally {
     c.socket.destroy();
   }

@@ -51,12 +51,22 @@ host replication fzpw    127.0.0.1/32 password
 const dataDir = path.join(tmp.path, 'data');
 const keep = SETTINGS.some((s) => s.name === 'wal_keep_size') ? ['--wal-keep-size', '1GB'] : [];
 const ws = await startWalsender(['--data-dir', dataDir, '--demo-wal-segment-size', '1MB', '--demo-rate', '2MB', ...keep,
-  '--max-wal-senders', '200', '--authentication-timeout', '15s', '--wal-sender-timeout', '15s', '--log-level', 'warn',
+  '--max-wal-senders', '200', '--authentication-timeout', '15s', '--wal-sender-timeout', '15s',
   '--hba-file', path.join(tmp.path, 'hba'), '--users-file', path.join(tmp.path, 'users'),
   '--ssl-cert-file', pki.serverCert, '--ssl-key-file', pki.serverKey], { t, timeoutMs: 30_000 });
 
 const rssKiB = (): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${ws.proc.child.pid}/status`, 'utf8'))![1]);
-const internalErrors = (): string[] => ws.proc.output().split('\n').filter((l) => /"msg":"sender failed"|"level":60|uncaught|sender task ended abnormally/.test(l));
+// The log is kept as a 1 MiB tail: collect internal errors as they appear (each
+// line is unique by its timestamp and connection).
+const seenErrors = new Set<string>();
+const internalErrors = (): string[] => {
+  for (const l of ws.proc.output().split('\n')) {
+    if (/"msg":"sender failed"|"level":60|uncaught|sender task ended abnormally|worker thread/i.test(l)) seenErrors.add(l);
+  }
+  return [...seenErrors];
+};
+const watcher = setInterval(internalErrors, 100);
+t.teardown(() => clearInterval(watcher));
 
 /** Saves an input that found a bug, for the replay below (and to commit). */
 function save(r: CaseResult, why: string): string {
@@ -73,9 +83,13 @@ t.test('corpus: inputs that found bugs are replayed first', async (t) => {
   for (const f of files) {
     const phase = f.split('-')[0] as Phase;
     t.ok(PHASES.includes(phase), `${f}: known phase`);
-    const r = await replayCase(ws.port, phase, prng(1), fs.readFileSync(path.join(CORPUS, f)), CASE);
+    // Optional <name>.json: {"code": SQLSTATE expected, "noRead": replay as a client that does not read}.
+    const specFile = path.join(CORPUS, f.replace(/\.bin$/, '.json'));
+    const spec = fs.existsSync(specFile) ? JSON.parse(fs.readFileSync(specFile, 'utf8')) as { code?: string; noRead?: boolean } : {};
+    const r = await replayCase(ws.port, phase, prng(1), fs.readFileSync(path.join(CORPUS, f)), { ...CASE, noRead: spec.noRead ?? false });
     t.not(r.outcome, 'hang', `${f}: ${r.outcome}`);
     t.not(r.outcome, 'preamble-failed', `${f}: ${r.detail}`);
+    if (spec.code) t.equal(r.code, spec.code, `${f}: ErrorResponse ${spec.code}`);
   }
   t.equal(internalErrors().length, before, 'no internal error logged');
   t.notOk(ws.proc.hasExited, 'server alive');
@@ -112,9 +126,10 @@ t.test(`fuzz: ${MESSAGES} messages, seed ${SEED}, at most ${TIME_MS} ms, with tw
       const r = prng((SEED ^ Math.imul(cases + 1, 0x9e3779b1)) >>> 0);
       cases++;
       const phase = r.pick(PHASES);
-      const count = 1 + r.int(40);
+      const flood = r.int(50) === 0;
+      const count = flood ? 200 + r.int(1300) : 1 + r.int(40);
       sent += count;
-      const res = await runCase(ws.port, phase, r, (ctx) => generate(r, phase, ctx, count), CASE).catch((e: unknown) => {
+      const res = await runCase(ws.port, phase, r, (ctx) => generate(r, phase, ctx, count, flood), { ...CASE, noRead: r.int(6) === 0 }).catch((e: unknown) => {
         // Refused at connect: only acceptable if the server died (asserted below).
         bugs.push(`connect failed: ${(e as Error).message}`);
         return null;

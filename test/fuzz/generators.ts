@@ -117,16 +117,23 @@ function candidates(r: Rand, phase: Phase, ctx: FuzzContext): Buffer[] {
 /** Runtime facts a generator may use (filled in by the driver after its preamble). */
 export type FuzzContext = { flushLsn: number; clientFinal?: Buffer };
 
-/** The bytes of one fuzzed connection after its preamble: `count` messages, mostly mutated. */
-export function generate(r: Rand, phase: Phase, ctx: FuzzContext, count: number): Buffer[] {
+/**
+ * The bytes of one fuzzed connection after its preamble: `count` messages, mostly
+ * mutated; or, for a flood, one valid message repeated `count` times.
+ */
+export function generate(r: Rand, phase: Phase, ctx: FuzzContext, count: number, flood = false): Buffer[] {
   const out: Buffer[] = [];
+  if (flood) {
+    const m = r.pick(candidates(r, phase, ctx));
+    return Array.from({ length: count }, () => m);
+  }
+  // Some connections are mostly valid (one bad message ends most of them, so the
+  // deeper paths need long valid runs), others mostly garbage.
+  const badRate = r.pick([0.03, 0.15, 0.5, 0.9]);
   for (let i = 0; i < count; i++) {
-    const roll = r.int(10);
-    if (roll === 0) out.push(r.bytes(1 + r.int(64)));
-    else {
-      const m = r.pick(candidates(r, phase, ctx));
-      out.push(roll < 5 ? m : mutate(r, m));
-    }
+    const m = r.pick(candidates(r, phase, ctx));
+    if (r.next() >= badRate) out.push(m);
+    else out.push(r.int(5) === 0 ? r.bytes(1 + r.int(64)) : mutate(r, m));
   }
   return out;
 }

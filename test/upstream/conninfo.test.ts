@@ -11,7 +11,7 @@ import t from 'tap';
 import {
   ConninfoError, defaultSocketDir, parseConninfo, passwordFromPassfile, redactConninfo, resolveConninfo,
 } from '../../src/sources/upstream/conninfo.ts';
-import { md5Password } from '../../src/sources/upstream/connection.ts';
+import { md5Password } from '../../src/sources/upstream/handshake.ts';
 import { clientFinalMessage, clientFirstMessage, saslprep, ScramError, verifyServerFinal } from '../../src/sources/upstream/scram.ts';
 
 t.test('keyword/value strings', async (t) => {

@@ -14,7 +14,7 @@ import { errorOf, rowOf, tagOf, types, WireClient } from '../helpers/wire.ts';
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-cmd-'));
 t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-const ws = await startWalsender(['--data-dir', dataDir, '--demo-wal-segment-size', '1MB', '--demo-rate', '256kB',
+const ws = await startWalsender(['--data-dir', dataDir, '--demo-wal-segment-size', '1MB', '--wal-keep-size', '256MB', '--demo-rate', '256kB',
   '--max-wal-senders', '3'], { t });
 
 t.test('startup: SSLRequest and GSSENCRequest refused, then the PostgreSQL 15 parameter set', async (t) => {

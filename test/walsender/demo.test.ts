@@ -15,7 +15,7 @@ t.test('pg_receivewal streams live from the demo source; pg_waldump reads the WA
   const data = await makeTempDir('pgws-demo-');
   const recv = await makeTempDir('pgws-demo-recv-');
   t.teardown(() => { data.remove(); recv.remove(); });
-  const ws = await startWalsender(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--demo-rate', '4MB'], { t });
+  const ws = await startWalsender(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--wal-keep-size', '256MB', '--demo-rate', '4MB'], { t });
   const rw = receiveWal({ host: '127.0.0.1', port: ws.port, dir: recv.path });
   t.teardown(() => rw.kill());
   const m = await rw.waitFor(/starting log streaming at (\S+)/, 15_000);
@@ -44,7 +44,7 @@ t.test('pg_receivewal streams live from the demo source; pg_waldump reads the WA
   t.equal(finalSeg.length, 1, 'one open segment left');
 
   // Restart on the same data directory: same system, WAL continues where it ended.
-  const ws2 = await startWalsender(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--demo-rate', '4MB'], { t });
+  const ws2 = await startWalsender(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--wal-keep-size', '256MB', '--demo-rate', '4MB'], { t });
   await new Promise((r) => setTimeout(r, 1500));
   await ws2.stop('SIGTERM');
   const all = fs.readdirSync(data.path).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort();

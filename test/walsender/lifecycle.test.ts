@@ -13,7 +13,7 @@ import { makeTempDir, run } from '../helpers/proc.ts';
 import { NODE, REPO_ROOT, startWalsender } from '../helpers/server.ts';
 import { errorOf, rowOf, tagOf, WireClient } from '../helpers/wire.ts';
 
-const demoArgs = (dir: string) => ['--data-dir', dir, '--demo-wal-segment-size', '1MB', '--demo-rate', '2MB'];
+const demoArgs = (dir: string) => ['--data-dir', dir, '--demo-wal-segment-size', '1MB', '--wal-keep-size', '256MB', '--demo-rate', '2MB'];
 
 t.test('SIGTERM drains: all WAL to the final flush position, then COPY 0, exit 0', async (t) => {
   const data = await makeTempDir('pgws-drain-');

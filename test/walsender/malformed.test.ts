@@ -12,7 +12,7 @@ import { errorOf, types, WireClient } from '../helpers/wire.ts';
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-bad-'));
 t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-const ws = await startWalsender(['--data-dir', dataDir, '--demo-wal-segment-size', '1MB', '--demo-rate', '1MB'], { t });
+const ws = await startWalsender(['--data-dir', dataDir, '--demo-wal-segment-size', '1MB', '--wal-keep-size', '256MB', '--demo-rate', '1MB'], { t });
 
 // A well-behaved standby streaming for the whole test.
 const good = await WireClient.replication(ws.port);

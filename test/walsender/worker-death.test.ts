@@ -31,7 +31,7 @@ function follow(c: WireClient): Stream {
 }
 
 t.test('terminating a worker thread frees its slots; the other thread streams on', async (t) => {
-  const server = await startInProcess({ dataDir, workers: 2, demoRate: 1 << 20, maxWalSenders: 10 }, t);
+  const server = await startInProcess({ dataDir, workers: 2, demoRate: 1 << 20, maxWalSenders: 10, walKeepSize: 256 << 20 }, t);
   const streams: Stream[] = [];
   for (let i = 0; i < 6; i++) {
     const c = await WireClient.replication(server.port, { application_name: `s${i}` });

@@ -6,6 +6,7 @@ import { threadId } from 'node:worker_threads';
 import { createLogger, followLogLevel, type Logger } from '../../src/log.ts';
 import { AuthCache, type AuthWorkerData } from '../../src/auth/material.ts';
 import { viewsOf, type SharedViews } from '../../src/shmem/layout.ts';
+import { BatchCache } from './batch-cache.ts';
 import { GenerationWatch } from './waker.ts';
 
 export type SenderWorkerData = {
@@ -26,6 +27,7 @@ export type SenderContext = {
   threadId: number;
   serverVersion: string;
   buffers: BufferPool;
+  batches: BatchCache;
   auth: AuthCache;
 };
 
@@ -55,6 +57,7 @@ export function senderContext(data: SenderWorkerData, batchBytes: number): Sende
   if (!context) {
     const views = viewsOf(data.sab);
     const log = createLogger(data.logLevel, { thread: threadId });
+    const buffers = new BufferPool(batchBytes, 32); // up to 32 MiB kept: fresh 1 MiB buffers cost page faults
     context = {
       views,
       storeDir: data.storeDir,
@@ -63,7 +66,8 @@ export function senderContext(data: SenderWorkerData, batchBytes: number): Sende
       watch: new GenerationWatch(views),
       threadId,
       serverVersion: data.serverVersion,
-      buffers: new BufferPool(batchBytes, 8),
+      buffers,
+      batches: new BatchCache(buffers, 16),
       auth: new AuthCache(data.auth, log),
     };
     followLogLevel(context.log, views); // a reload's log_level reaches this thread

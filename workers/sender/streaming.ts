@@ -28,6 +28,7 @@ import { acquireSlot, readSlot, releaseSlot, setRestartLsn } from '../../src/slo
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
 import { LagHead, LagTracker } from './lag-tracker.ts';
+import type { Batch } from './batch-cache.ts';
 import { SlotPersister } from './slot-commands.ts';
 import { adminShutdownError, type SessionInfo } from './session.ts';
 
@@ -233,6 +234,25 @@ class PhysicalStream {
   /** XLogSendPhysical, batched: fill one buffer with several XLogData messages, one write. */
   private sendBatch(limit: bigint): void {
     const { ctx, conn } = this;
+    // The bytes of a batch depend only on these: another standby on this thread at the
+    // same position may already have read it.
+    const key = `${this.plan.tli}/${this.plan.historic ? this.plan.nextTli : 0}/${this.sent}/${limit}`;
+    const batch = ctx.batches.acquire(key) ?? this.buildBatch(key, limit);
+    this.inFlight++;
+    conn.write(batch.buf.subarray(0, batch.len), () => {
+      ctx.batches.release(batch);
+      this.inFlight--;
+      conn.waker.wake();
+    });
+    this.bytesSent += batch.end - this.sent;
+    this.sent = batch.end;
+    this.lag.write(limit, pgNow());
+    setWalSndSent(ctx.views, this.info.slotIndex, this.sent, this.bytesSent);
+  }
+
+  /** XLogSendPhysical's messages from the sent position, read straight into one buffer. */
+  private buildBatch(key: string, limit: bigint): Batch {
+    const { ctx } = this;
     const buf = ctx.buffers.take();
     const now = pgNow();
     let off = 0;
@@ -265,16 +285,9 @@ class PhysicalStream {
       ctx.buffers.give(buf);
       throw e;
     }
-    this.inFlight++;
-    conn.write(buf.subarray(0, off), () => {
-      ctx.buffers.give(buf);
-      this.inFlight--;
-      conn.waker.wake();
-    });
-    this.bytesSent += pos - this.sent;
-    this.sent = pos;
-    this.lag.write(limit, now);
-    setWalSndSent(ctx.views, this.info.slotIndex, this.sent, this.bytesSent);
+    const batch: Batch = { key, buf, len: off, end: pos, builtAt: Date.now(), refs: 1, evicted: false };
+    ctx.batches.add(batch);
+    return batch;
   }
 
   /** Read one contiguous run within one segment; a historic timeline's switch segment comes from the next timeline's file. */

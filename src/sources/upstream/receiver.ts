@@ -15,6 +15,7 @@ import { parseHistoryFile, type TimelineHistoryEntry } from '../../wal/history.t
 import { validateSegmentLongHeader, SIZE_OF_LONG_PHD } from '../../wal/page.ts';
 import { historyFileName } from '../../wal/segment.ts';
 import { ConnectError, UpstreamError, type BackendMessage, type UpstreamConnection } from './connection.ts';
+import { bytesAt, slicesFrom } from './inbound.ts';
 import type { StoreWriter } from './store-writer.ts';
 
 /** The upstream belongs to another cluster or another history: never mixed into the store. */
@@ -200,8 +201,33 @@ function stream(conn: UpstreamConnection, host: ReceiverHost, writer: StoreWrite
       lastSent = { write, flush };
       lastStatus = Date.now();
     };
+    // The messages of one event-loop turn are written together (one writev per segment):
+    // under load that is many per turn, when idle it is one, written a moment later.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let walEnd = 0n;
+    let scheduled = false;
+    const writePending = (): void => {
+      scheduled = false;
+      if (pending.length === 0) return;
+      const bufs = pending;
+      pending = [];
+      pendingBytes = 0;
+      writer.append(writer.writtenLsn, bufs);
+      writer.requestSync();
+      host.status({ receivedLsn: writer.writtenLsn, serverEndLsn: walEnd });
+    };
+    const writeSoon = (): void => {
+      try {
+        writePending();
+      } catch (e) {
+        finish(e as Error);
+        conn.close();
+      }
+    };
     const finish = (e: Error | null): void => {
       if (done) return;
+      try { writePending(); } catch (we) { e = we as Error; } // what arrived and was checked is kept
       done = true;
       clearInterval(timer);
       writer.durableListener = null;
@@ -210,43 +236,50 @@ function stream(conn: UpstreamConnection, host: ReceiverHost, writer: StoreWrite
     };
     writer.durableListener = () => sendStatus(false, false);
 
-    const onXLogData = (dataStart: bigint, walEnd: bigint, data: Buffer): void => {
-      const start = writer.writtenLsn;
+    const onXLogData = (dataStart: bigint, end: bigint, data: Buffer[], dataLen: number): void => {
+      const start = writer.writtenLsn + BigInt(pendingBytes);
       const expected = start + BigInt(carry?.length ?? 0);
       if (dataStart !== expected) {
         throw new ConnectError(`got WAL data offset ${formatLsn(dataStart)}, expected ${formatLsn(expected)}`);
       }
-      let bytes = carry ? Buffer.concat([carry, data]) : data;
+      let bytes = carry ? [carry, ...data] : data;
+      let n = dataLen + (carry?.length ?? 0);
       carry = null;
       // Check the long page header of every segment that starts here before writing a byte of it.
-      for (let s = ((start + segSize - 1n) / segSize) * segSize; s < start + BigInt(bytes.length); s += segSize) {
+      for (let s = ((start + segSize - 1n) / segSize) * segSize; s < start + BigInt(n); s += segSize) {
         const off = Number(s - start);
-        if (bytes.length - off < SIZE_OF_LONG_PHD) {
-          carry = Buffer.from(bytes.subarray(off));
-          bytes = bytes.subarray(0, off);
+        if (n - off < SIZE_OF_LONG_PHD) {
+          carry = Buffer.concat(slicesFrom(bytes, off));
+          bytes = slicesFrom(bytes, 0, off);
+          n = off;
           break;
         }
-        const problem = validateSegmentLongHeader(bytes.subarray(off, off + SIZE_OF_LONG_PHD), {
+        const problem = validateSegmentLongHeader(bytesAt(bytes, off, SIZE_OF_LONG_PHD), {
           segStartLsn: s, segSize: writer.segSize, sysid: host.storeSysid()!, fileTli: tli,
           pageMagic: host.storePageMagic() ?? undefined,
         });
         if (problem) throw new ConnectError(`upstream sent invalid WAL: ${problem}`);
       }
-      if (bytes.length > 0) writer.append(start, bytes);
-      writer.requestSync();
-      host.status({ receivedLsn: writer.writtenLsn, serverEndLsn: walEnd });
+      walEnd = end;
+      if (n === 0) return;
+      for (const b of bytes) pending.push(b);
+      pendingBytes += n;
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(writeSoon);
+      }
     };
 
     conn.setCopyHandler({
-      data(payload: Buffer): void {
+      data(parts: Buffer[], length: number): void {
         if (done) return;
         try {
-          const type = payload[0];
-          if (type === 0x77 /* w */) {
-            if (payload.length < XLOGDATA_HEADER) throw new ConnectError('streaming header too small');
-            onXLogData(payload.readBigUInt64BE(1), payload.readBigUInt64BE(9), payload.subarray(XLOGDATA_HEADER));
+          if (length > 0 && parts[0]![0] === 0x77 /* w */) {
+            if (length < XLOGDATA_HEADER) throw new ConnectError('streaming header too small');
+            const h = bytesAt(parts, 0, XLOGDATA_HEADER);
+            onXLogData(h.readBigUInt64BE(1), h.readBigUInt64BE(9), slicesFrom(parts, XLOGDATA_HEADER), length - XLOGDATA_HEADER);
           } else {
-            const k = parseServerCopyData(payload);
+            const k = parseServerCopyData(parts.length === 1 ? parts[0]! : Buffer.concat(parts, length));
             if (k.kind === 'k') {
               host.status({ serverEndLsn: k.walEnd });
               if (k.replyRequested) sendStatus(false, true);
@@ -262,6 +295,12 @@ function stream(conn: UpstreamConnection, host: ReceiverHost, writer: StoreWrite
         if (done) return;
         if (m.type === 'c') {
           // End of a timeline: answer CopyDone, then the next_tli result set follows.
+          try {
+            writePending();
+          } catch (e) {
+            finish(e as Error);
+            return;
+          }
           done = true;
           clearInterval(timer);
           writer.durableListener = null;

@@ -18,8 +18,9 @@ import { publishFlush, publishIdentity, publishUpstreamStatus, setSourceState, t
 import { SourceState, type SharedViews } from '../../shmem/layout.ts';
 import { PAGE_MAGIC_BY_MAJOR, readPageHeader } from '../../wal/page.ts';
 import { historyFileName, segmentFileName } from '../../wal/segment.ts';
-import { ConnectError, UpstreamConnection } from './connection.ts';
+import { ConnectError, type UpstreamConnection } from './connection.ts';
 import { describeTarget, redactConninfo, resolveConninfo } from './conninfo.ts';
+import { connectUpstream } from './handshake.ts';
 import { MismatchError, runSession, type ReceiverHost } from './receiver.ts';
 import { fsyncDirSync, scanStore } from './store-scan.ts';
 import { StoreWriter } from './store-writer.ts';
@@ -127,7 +128,7 @@ export class UpstreamSource implements ReceiverHost {
       this.log.info({ attempt, upstream: redacted }, 'connecting to upstream');
       try {
         const params = resolveConninfo(this.o.conninfo, { passwordFile: this.o.passwordFile });
-        const conn = await UpstreamConnection.connect(params, { warn: (m) => this.log.warn(m) });
+        const conn = await connectUpstream(params, { warn: (m) => this.log.warn(m) });
         this.conn = conn;
         if (this.stopping) break;
         this.log.info({ server: describeTarget(conn.target), serverVersion: conn.parameters.get('server_version'),
@@ -255,6 +256,7 @@ export class UpstreamSource implements ReceiverHost {
     await w.flush(); // the old timeline is durable (and published) before the new one starts
     w.begin(tli, pos);
     this.tliBegin = begin;
+    if (pos % BigInt(this.segSize!) === 0n) await w.ensureSpare(); // the first segment is preallocated too
     this.tliStart = pos;
   }
 

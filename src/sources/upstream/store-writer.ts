@@ -86,20 +86,40 @@ export class StoreWriter {
     this.durable = lsn;
   }
 
-  /** Write WAL that continues exactly at the written end. Throws on I/O errors (nothing of it is reported durable). */
-  append(lsn: bigint, data: Buffer): void {
+  /**
+   * Write WAL that continues exactly at the written end: the buffers in order, one
+   * writev per segment they touch. Throws on I/O errors (nothing of it is reported durable).
+   */
+  append(lsn: bigint, data: Buffer[]): void {
     if (this.failed) throw this.failed;
     if (lsn !== this.written) throw new Error(`WAL write at ${lsn} does not continue the written end ${this.written}`);
-    let off = 0;
-    while (off < data.length) {
+    let i = 0;
+    let off = 0; // consumed bytes of data[i]
+    while (i < data.length) {
       const pos = this.written;
       const segno = pos / this.seg;
       const inSeg = Number(pos - segno * this.seg);
-      const n = Math.min(data.length - off, this.segSize - inSeg);
+      // The pieces of the buffers that fall into this segment.
+      const pieces: Buffer[] = [];
+      let room = this.segSize - inSeg;
+      while (room > 0 && i < data.length) {
+        const b = data[i]!;
+        const take = Math.min(room, b.length - off);
+        pieces.push(off === 0 && take === b.length ? b : b.subarray(off, off + take));
+        room -= take;
+        off += take;
+        if (off === b.length) { i++; off = 0; }
+      }
+      const n = this.segSize - inSeg - room;
+      if (n === 0) continue;
       const s = this.open(segno, inSeg);
       let done = 0;
-      while (done < n) done += fs.writeSync(s.fd, data, off + done, n - done, inSeg + done);
-      off += n;
+      let rest = pieces;
+      for (;;) {
+        done += fs.writevSync(s.fd, rest, inSeg + done);
+        if (done >= n) break;
+        rest = remainder(pieces, done);
+      }
       this.written += BigInt(n);
       if (inSeg + n === this.segSize) {
         s.full = true;
@@ -198,6 +218,12 @@ export class StoreWriter {
     return this.cur;
   }
 
+  /** Have a zero-filled spare ready before a fresh segment starts (before streaming, so nothing waits on it). */
+  async ensureSpare(): Promise<void> {
+    this.prepareSpare();
+    await this.spare?.catch(() => false);
+  }
+
   /** Zero-fill the next segment file in the background (thread pool), durably. */
   private prepareSpare(): void {
     if (this.spare || this.closing) return;
@@ -222,4 +248,15 @@ export class StoreWriter {
     if (this.cur) fs.closeSync(this.cur.fd);
     this.cur = null;
   }
+}
+
+/** What is left of `bufs` after its first `skip` bytes (a short writev). */
+function remainder(bufs: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) { skip -= b.length; continue; }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
 }
