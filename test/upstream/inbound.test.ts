@@ -22,14 +22,11 @@ t.test('messages split anywhere come out whole, in order', async (t) => {
     let m;
     while ((m = q.next())) got.push(m.type);
     q.push(stream.subarray(cut));
-    const z = q.peek() ? null : 'incomplete';
-    void z;
     while ((m = q.peek())) {
       if (m.type === 'd') {
         const s = q.nextSlices()!;
         t.equal(s.length, 1000);
         t.same(Buffer.concat(s.parts), body, `cut at ${cut}: the CopyData body`);
-        t.ok(s.parts.every((p) => p.buffer === stream.buffer || p.length > 0), 'slices');
         got.push('d');
       } else {
         got.push(q.next()!.type);

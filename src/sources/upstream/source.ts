@@ -87,8 +87,7 @@ export class UpstreamSource implements ReceiverHost {
       this.tliBegin = scan.history.at(-1)!.begin;
       publishIdentity(this.o.views, scan.identity, { flushLsn: scan.end, timeline: scan.timeline });
       this.published = { lsn: scan.end, tli: scan.timeline };
-      this.status({ receivedLsn: scan.end });
-      publishUpstreamStatus(this.o.views, { flushedLsn: scan.end });
+      this.status({ receivedLsn: scan.end, flushedLsn: scan.end });
       this.log.info({ sysid: scan.identity.sysid.toString(), segSize: scan.identity.segSize, timeline: scan.timeline,
         flushLsn: formatLsn(scan.end) }, 'store ready; relaying from upstream');
     } else {
