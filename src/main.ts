@@ -84,7 +84,7 @@ try {
   });
   if (config.adminListen !== null) {
     await startAdminServer({
-      views: server.views, source: config.source, storeDir: server.storeDir, version: VERSION,
+      views: server.views, source: config.source, storeDir: server.storeDir, dataDir: config.dataDir, version: VERSION,
       adminToken: config.adminToken, log, listening: () => server.listening(), reload,
       shutdown: (mode) => stop(mode, 'admin API'),
     }, config.adminListen);

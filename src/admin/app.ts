@@ -13,7 +13,8 @@ import { formatLsn, pgNow } from '../protocol/lsn.ts';
 import { peekFlush, shutdownMode, sourceState, startTime, storeIdentity, storeIsReady } from '../shmem/control.ts';
 import { ShutdownMode, SourceState, type SharedViews } from '../shmem/layout.ts';
 import { oldestSentPosition, requestTerminate, snapshotWalSnds } from '../shmem/walsnd.ts';
-import { createMetrics, SOURCE_STATE_NAMES } from './metrics.ts';
+import { createMetrics, METRIC_PREFIX, SOURCE_STATE_NAMES } from './metrics.ts';
+import { registerSlotMetrics, registerSlotRoutes } from './slots.ts';
 import { OpenApiCollector } from './openapi.ts';
 import { routeSchemas as S } from './schemas.ts';
 import { pgTimeToIso, pgTimeToUnixSeconds, senderRow } from './senders.ts';
@@ -28,6 +29,8 @@ export type AdminDeps = {
   views: SharedViews;
   source: 'demo' | 'archive' | 'upstream';
   storeDir: string;
+  /** pg-walsender's own state (replication slots); defaults to storeDir. */
+  dataDir?: string;
   version: string;
   /** null: mutating routes are disabled. */
   adminToken: string | null;
@@ -68,6 +71,7 @@ export function buildAdminApp(deps: AdminDeps): FastifyInstance {
   const store = new StoreStatsCache(deps.storeDir);
   const ready = (): boolean => notReadyReason(deps) === null;
   const metrics = createMetrics({ views: deps.views, source: deps.source, version: deps.version, storeStats: () => store.get(), ready });
+  registerSlotMetrics(metrics.registry, deps.views, METRIC_PREFIX);
   const tokenDigest = deps.adminToken === null ? null : digest(deps.adminToken);
 
   const fail = (reply: FastifyReply, statusCode: number, error: string, message: string): FastifyReply =>
@@ -131,6 +135,8 @@ export function buildAdminApp(deps: AdminDeps): FastifyInstance {
     req.log.info({ senderId: id, remote: req.ip }, 'sender termination requested through the admin API');
     return { id, terminated: true };
   });
+
+  registerSlotRoutes(app, deps.views, deps.dataDir ?? deps.storeDir, mutating, fail);
 
   app.get('/api/v1/status', { schema: S.status }, async () => {
     const id = storeIdentity(deps.views);

@@ -5,6 +5,7 @@
 // connection, or the retention pass marking it lost), so writers never race on one slot.
 
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { formatLsn, parseLsn } from '../protocol/lsn.ts';
@@ -20,14 +21,7 @@ function fsyncDir(dir: string): void {
   try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
 }
 
-/** Write one slot's state durably. */
-export function saveSlot(dataDir: string, s: ReplicationSlot): void {
-  const base = path.join(dataDir, SLOT_DIR);
-  const dir = path.join(base, s.name);
-  if (!fs.existsSync(dir)) {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fsyncDir(base);
-  }
+function stateText(s: ReplicationSlot): string {
   const body: SlotFile = {
     name: s.name,
     restart_lsn: s.restartLsn === 0n ? null : formatLsn(s.restartLsn),
@@ -35,16 +29,65 @@ export function saveSlot(dataDir: string, s: ReplicationSlot): void {
     wal_status: WAL_STATUS_NAMES[s.walStatus] ?? 'reserved',
     invalidated_at: s.invalidatedAt === 0n ? null : formatLsn(s.invalidatedAt),
   };
+  return JSON.stringify(body) + '\n';
+}
+
+/** Write one slot's state durably (sender and ingest threads). */
+export function saveSlot(dataDir: string, s: ReplicationSlot): void {
+  const base = path.join(dataDir, SLOT_DIR);
+  const dir = path.join(base, s.name);
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fsyncDir(base);
+  }
   const tmp = path.join(dir, `state.tmp.${process.pid}.${threadId}`);
   const fd = fs.openSync(tmp, 'w', 0o600);
   try {
-    fs.writeSync(fd, JSON.stringify(body) + '\n');
+    fs.writeSync(fd, stateText(s));
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, path.join(dir, 'state'));
   fsyncDir(dir);
+}
+
+async function fsyncDirAsync(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r');
+  try { await h.sync(); } finally { await h.close(); }
+}
+
+/** saveSlot for the main thread, which must not block on fsync. */
+export async function saveSlotAsync(dataDir: string, s: ReplicationSlot): Promise<void> {
+  const base = path.join(dataDir, SLOT_DIR);
+  const dir = path.join(base, s.name);
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  await fsyncDirAsync(base);
+  const tmp = path.join(dir, `state.tmp.${process.pid}.${threadId}`);
+  const h = await fsp.open(tmp, 'w', 0o600);
+  try {
+    await h.writeFile(stateText(s));
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  await fsp.rename(tmp, path.join(dir, 'state'));
+  await fsyncDirAsync(dir);
+}
+
+/** removeSlot for the main thread. */
+export async function removeSlotAsync(dataDir: string, name: string): Promise<void> {
+  const base = path.join(dataDir, SLOT_DIR);
+  const doomed = path.join(base, `${name}.tmp`);
+  await fsp.rm(doomed, { recursive: true, force: true });
+  try {
+    await fsp.rename(path.join(base, name), doomed);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  await fsyncDirAsync(base);
+  await fsp.rm(doomed, { recursive: true, force: true });
 }
 
 /** Remove a dropped slot's directory durably. */
