@@ -156,6 +156,7 @@ t.test('errors are JSON; /openapi.json documents every route with its schemas', 
   t.same(ops, [
     'DELETE /api/v1/senders/{id}', 'GET /api/v1/senders', 'GET /api/v1/senders/oldest-sent-lsn', 'GET /api/v1/senders/{id}',
     'GET /api/v1/status', 'GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /readyz', 'POST /api/v1/reload', 'POST /api/v1/shutdown',
+    'GET /api/v1/slots', 'POST /api/v1/slots', 'DELETE /api/v1/slots/{name}',
   ].sort(), 'every route, nothing else');
   for (const [p, methods] of Object.entries(doc.paths)) {
     for (const [m, op] of Object.entries(methods)) {
