@@ -3,11 +3,14 @@
 //    20 ms and reads pg_current_wal_flush_lsn() after its COMMIT; two stream clients
 //    in this process (one on the primary, one on pg-walsender relaying it) timestamp
 //    when WAL up to that LSN arrives. Same commits, same clock, measured together:
-//    latency = arrival - probe send; added = relay - direct, per commit.
+//    latency = arrival - probe send; added = relay - direct, per commit. Meanwhile a small
+//    write + fdatasync in the store's directory every 20 ms shows what the disk's sync costs;
+//    a second run with the store on tmpfs (/dev/shm) shows what the relay's software adds.
 // 2. Ingest throughput: a bulk load's WAL (reserved by replication slots created
 //    before it) streamed from the slot's restart point to the load's end into the
 //    relay's store (published = fdatasynced) vs pg_receivewal --synchronous (fsync
-//    after each write) from the same point to the same end. Alternating runs, medians.
+//    after each write) from the same point to the same end. After a CHECKPOINT and sync,
+//    alternating order, the machine quiet before each run; medians.
 // 3. Fan-out: 16 walsink clients (a light libpq replication client) directly on the
 //    primary vs 16 on the relay, same pgbench load: CPU seconds of the primary's
 //    walsenders and of the whole primary over the window.
@@ -39,15 +42,15 @@ const PGBENCH_TPS = 300;
 
 type Relay = { proc: LoggedProcess; port: number; dir: string; stop(): Promise<void> };
 
-async function startRelay(cluster: Cluster, tmp: TempDir, extra: string[] = []): Promise<Relay> {
+async function startRelay(cluster: Cluster, tmp: TempDir, extra: string[] = [], root = tmp.path): Promise<Relay> {
   const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(tmp.path, 'relay-'));
+  const dir = fs.mkdtempSync(path.join(root, 'pgws-bench-relay-'));
   const proc = spawnLogged(process.execPath, [path.join(repoRoot, 'src/main.ts'), '--source', 'upstream',
     '--upstream', `host=127.0.0.1 port=${cluster.port} user=postgres application_name=relay`, '--data-dir', dir,
     '--listen', `127.0.0.1:${port}`, '--admin-listen', 'off', '--log-level', 'info', '--workers', '2',
     '--max-wal-senders', String(FANOUT + 8), '--wal-keep-size', '1GB', ...extra], { name: 'pg-walsender' });
   await proc.waitFor(/listening for replication connections/, 30_000);
-  return { proc, port, dir, stop: () => proc.kill('SIGINT', 10_000) };
+  return { proc, port, dir, stop: async () => { await proc.kill('SIGINT', 10_000); fs.rmSync(dir, { recursive: true, force: true }); } };
 }
 
 const percentile = (xs: number[], p: number): number => {
@@ -114,11 +117,36 @@ function pgbench(cluster: Cluster, seconds: number): LoggedProcess {
 // 1. latency
 // ---------------------------------------------------------------------------
 
-export type LatencyResult = { probes: number; direct: { p50: number; p99: number }; relay: { p50: number; p99: number };
-  added: { p50: number; p99: number }; targetMs: number; met: boolean };
+type Quantiles = { p50: number; p99: number };
+export type LatencyResult = { store: string; probes: number; direct: Quantiles; relay: Quantiles; added: Quantiles;
+  /** write + fdatasync of a small block in the store's directory, every 20 ms during the run. */
+  storeFdatasync: Quantiles; targetMs: number; met: boolean };
 
-async function latency(cluster: Cluster, tmp: TempDir): Promise<LatencyResult> {
-  const relay = await startRelay(cluster, tmp);
+/** Small write + fdatasync in `dir` every 20 ms until stopped: the disk's sync latency while we measure. */
+function fdatasyncProbe(dir: string): { stop(): Promise<number[]> } {
+  const file = path.join(dir, '.bench-fsync-probe');
+  const fd = fs.openSync(file, 'w+');
+  fs.writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, 0);
+  fs.fdatasyncSync(fd);
+  const lat: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    const b = Buffer.alloc(512, 1);
+    for (let off = 0; running; off = (off + 512) % (1 << 20)) {
+      fs.writeSync(fd, b, 0, b.length, off);
+      const t0 = performance.now();
+      await new Promise<void>((r) => fs.fdatasync(fd, () => r()));
+      lat.push(performance.now() - t0);
+      await sleep(20);
+    }
+  })();
+  return { async stop() { running = false; await loop; fs.closeSync(fd); fs.rmSync(file); return lat; } };
+}
+
+const quantiles = (xs: number[]): Quantiles => ({ p50: round(percentile(xs, 50), 3), p99: round(percentile(xs, 99), 3) });
+
+async function latency(cluster: Cluster, tmp: TempDir, root: string): Promise<LatencyResult> {
+  const relay = await startRelay(cluster, tmp, [], root);
   try {
     await relay.proc.waitFor(/store ready/, 30_000);
     const direct = await streamClient(cluster.port, 'direct');
@@ -127,6 +155,7 @@ async function latency(cluster: Cluster, tmp: TempDir): Promise<LatencyResult> {
     await probe.query('CREATE TABLE IF NOT EXISTS bench_probe (t timestamptz)');
     await waitQuiet();
     const load = pgbench(cluster, LATENCY_SECONDS + 2);
+    const syncProbe = fdatasyncProbe(relay.dir);
     await sleep(1000);
     const samples: { sent: number; lsn: number }[] = [];
     const until = Date.now() + LATENCY_SECONDS * 1000;
@@ -138,6 +167,7 @@ async function latency(cluster: Cluster, tmp: TempDir): Promise<LatencyResult> {
       await sleep(20);
     }
     await sleep(500);
+    const syncLat = await syncProbe.stop();
     await load.exited;
     direct.stop();
     viaRelay.stop();
@@ -153,9 +183,9 @@ async function latency(cluster: Cluster, tmp: TempDir): Promise<LatencyResult> {
       v.push(b - s.sent);
       added.push(b - a);
     }
-    const q = (xs: number[]) => ({ p50: round(percentile(xs, 50), 3), p99: round(percentile(xs, 99), 3) });
-    const addedQ = q(added);
-    return { probes: added.length, direct: q(d), relay: q(v), added: addedQ, targetMs: 1, met: addedQ.p99 <= 1 };
+    const addedQ = quantiles(added);
+    return { store: root === tmp.path ? 'disk' : root, probes: added.length, direct: quantiles(d), relay: quantiles(v), added: addedQ,
+      storeFdatasync: quantiles(syncLat), targetMs: 1, met: addedQ.p99 <= 1 };
   } finally {
     await relay.stop();
   }
@@ -176,15 +206,16 @@ async function ingest(cluster: Cluster, tmp: TempDir): Promise<IngestResult> {
   log(`ingest: bulk load of ${INGEST_MIB} MiB on the primary`);
   await cluster.generateWal(INGEST_MIB);
   const end = parseLsn(await cluster.psql('SELECT pg_current_wal_flush_lsn()'))!;
+  // The load's dirty pages would otherwise be written back during the first timed runs.
+  await cluster.psql('CHECKPOINT');
+  await runOk('sync', []);
   const segStart = start - (start % BigInt(cluster.walSegSize));
   const bytes = Number(end - segStart);
-  const relayMBps: number[] = [];
-  const recvMBps: number[] = [];
-  for (let i = 0; i < INGEST_RUNS; i++) {
-    await waitQuiet();
+  const relayRun = async (i: number): Promise<number> => {
     const relay = await startRelay(cluster, tmp, ['--upstream-slot', `relay_${i}`]);
     try {
       const m = await relay.proc.waitFor(/"time":(\d+)[^\n]*"msg":"started streaming from upstream"/, 30_000);
+      await relay.proc.waitFor(/listening for replication connections/, 30_000);
       const c = await WireClient.replication(relay.port);
       let doneAt = 0;
       await waitUntil(async () => {
@@ -195,18 +226,35 @@ async function ingest(cluster: Cluster, tmp: TempDir): Promise<IngestResult> {
         return flush >= end;
       }, 600_000, 'the relay to store the bulk load', 5);
       c.end();
-      relayMBps.push(round(bytes / 1e6 / ((doneAt - Number(m[1])) / 1000), 1));
+      return round(bytes / 1e6 / ((doneAt - Number(m[1])) / 1000), 1);
     } finally {
       await relay.stop();
-      fs.rmSync(relay.dir, { recursive: true, force: true });
     }
-    await waitQuiet();
+  };
+  const receivewalRun = async (i: number): Promise<number> => {
     const dir = fs.mkdtempSync(path.join(tmp.path, 'recv-'));
-    const t0 = Date.now();
-    await runOk(pgBin('pg_receivewal'), ['-D', dir, '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', '-S', `recv_${i}`,
-      '--synchronous', '-n', '-w', '--endpos', formatLsn(end)], { timeoutMs: 600_000 });
-    recvMBps.push(round(bytes / 1e6 / ((Date.now() - t0) / 1000), 1));
-    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      const t0 = Date.now();
+      await runOk(pgBin('pg_receivewal'), ['-D', dir, '-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', '-S', `recv_${i}`,
+        '--synchronous', '-n', '-w', '--endpos', formatLsn(end)], { timeoutMs: 600_000 });
+      return round(bytes / 1e6 / ((Date.now() - t0) / 1000), 1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const settle = async (): Promise<void> => {
+    await runOk('sync', []); // the previous run's files are gone: let the disk finish with them
+    await waitQuiet();
+  };
+  const relayMBps: number[] = [];
+  const recvMBps: number[] = [];
+  for (let i = 0; i < INGEST_RUNS; i++) {
+    // Alternate which goes first, so neither always follows the other's leftovers.
+    for (const which of i % 2 === 0 ? ['relay', 'recv'] : ['recv', 'relay']) {
+      await settle();
+      if (which === 'relay') relayMBps.push(await relayRun(i));
+      else recvMBps.push(await receivewalRun(i));
+    }
     log(`ingest run ${i + 1}: relay ${relayMBps.at(-1)} MB/s, pg_receivewal --synchronous ${recvMBps.at(-1)} MB/s`);
   }
   for (let i = 0; i < INGEST_RUNS; i++) await cluster.psql(`SELECT pg_drop_replication_slot('relay_${i}'), pg_drop_replication_slot('recv_${i}')`);
@@ -277,7 +325,8 @@ async function fanout(cluster: Cluster, tmp: TempDir, walsink: string): Promise<
 
 // ---------------------------------------------------------------------------
 
-export type RelayBenchResult = { latency: LatencyResult; ingest: IngestResult; fanout: FanoutResult; pgbench: string };
+export type RelayBenchResult = { latency: LatencyResult; latencyTmpfs: LatencyResult | null; ingest: IngestResult;
+  fanout: FanoutResult; pgbench: string };
 
 export async function relayBenchmarks(walsink: string, tmp: TempDir): Promise<RelayBenchResult> {
   const cluster = await startCluster({ name: 'bench-relay', walSegSizeMB: 16,
@@ -286,12 +335,15 @@ export async function relayBenchmarks(walsink: string, tmp: TempDir): Promise<Re
     await runOk(pgBin('pgbench'), ['-h', cluster.socketDir, '-p', String(cluster.port), '-U', 'postgres', '-i', '-s', '10', '-q', 'postgres'],
       { timeoutMs: 300_000 });
     log(`relay: added latency, ${LATENCY_SECONDS} s at ${PGBENCH_TPS} tps (pgbench simple-update)`);
-    const lat = await latency(cluster, tmp);
+    const lat = await latency(cluster, tmp, tmp.path);
+    // Diagnostic: the same with the store on tmpfs, where fdatasync costs nothing: what the relay's software adds.
+    const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : null;
+    const latTmpfs = shm ? await latency(cluster, tmp, shm) : null;
     log(`relay: ingest throughput, ${INGEST_MIB} MiB, ${INGEST_RUNS} alternating runs`);
     const ing = await ingest(cluster, tmp);
     log(`relay: fan-out, ${FANOUT} walsink clients, ${FANOUT_SECONDS} s at ${PGBENCH_TPS} tps`);
     const fo = await fanout(cluster, tmp, walsink);
-    return { latency: lat, ingest: ing, fanout: fo, pgbench: `pgbench -n -c 4 -j 2 -R ${PGBENCH_TPS} -b simple-update (scale 10)` };
+    return { latency: lat, latencyTmpfs: latTmpfs, ingest: ing, fanout: fo, pgbench: `pgbench -n -c 4 -j 2 -R ${PGBENCH_TPS} -b simple-update (scale 10)` };
   } finally {
     await cluster.destroy();
   }
@@ -301,9 +353,12 @@ export function relaySummary(r: RelayBenchResult): string {
   const l = r.latency;
   const i = r.ingest;
   const f = r.fanout;
+  const t = r.latencyTmpfs;
   return [
     `relay added latency (${l.probes} commits, ms): direct p50 ${l.direct.p50} p99 ${l.direct.p99}; via relay p50 ${l.relay.p50} p99 ${l.relay.p99}; ` +
-      `added p50 ${l.added.p50} p99 ${l.added.p99} (target p99 <= 1 ms: ${l.met ? 'met' : 'NOT met'})`,
+      `added p50 ${l.added.p50} p99 ${l.added.p99} (target p99 <= 1 ms: ${l.met ? 'met' : 'NOT met'}); ` +
+      `the store disk's fdatasync meanwhile: p50 ${l.storeFdatasync.p50} p99 ${l.storeFdatasync.p99}`,
+    ...(t ? [`  same with the store on tmpfs (no disk sync; diagnostic): added p50 ${t.added.p50} p99 ${t.added.p99}`] : []),
     `relay ingest (${i.mib} MiB, MB/s): relay ${i.medianRelay} vs pg_receivewal --synchronous ${i.medianReceivewal} = ${i.ratio}x (target >= 1x: ${i.met ? 'met' : 'NOT met'})`,
     `fan-out ${f.standbys} clients, ${f.seconds} s: primary walsenders ${f.direct.walsenders} -> ${f.viaRelay.walsenders}; ` +
       `walsender CPU ${f.direct.walsenderCpuS} s -> ${f.viaRelay.walsenderCpuS} s; primary CPU ${f.direct.primaryCpuS} s -> ${f.viaRelay.primaryCpuS} s ` +

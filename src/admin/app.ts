@@ -48,6 +48,7 @@ export function notReadyReason(deps: Pick<AdminDeps, 'views' | 'listening'>): st
   if (shutdownMode(deps.views) !== ShutdownMode.NONE) return 'shutting down';
   if (!deps.listening()) return 'the replication listener is not accepting connections';
   const state = sourceState(deps.views);
+  if (state === SourceState.DISK_FULL) return 'WAL ingest is paused: the store\'s file system is full (stored WAL is still served)';
   if (state !== SourceState.RUNNING && state !== SourceState.WAITING) {
     return `the WAL source is ${SOURCE_STATE_NAMES[state] ?? 'in an unknown state'}`;
   }

@@ -23,7 +23,7 @@ import type { StoreStats } from './store-stats.ts';
 
 export const METRIC_PREFIX = 'pgws_';
 
-export const SOURCE_STATE_NAMES = ['starting', 'running', 'stopped', 'failed', 'waiting'] as const;
+export const SOURCE_STATE_NAMES = ['starting', 'running', 'stopped', 'failed', 'waiting', 'disk_full'] as const;
 
 export type MetricsDeps = {
   views: SharedViews;

@@ -59,7 +59,8 @@ export const REFUSAL_REASONS = [
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export const StoreState = { STARTING: 0, READY: 1 } as const;
-export const SourceState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3, WAITING: 4 } as const;
+// DISK_FULL: writing WAL failed for lack of space; senders keep serving what is stored.
+export const SourceState = { STARTING: 0, RUNNING: 1, STOPPED: 2, FAILED: 3, WAITING: 4, DISK_FULL: 5 } as const;
 // DRAIN: SIGTERM/SIGUSR2, send everything up to the final flush position then "COPY 0".
 // FAST: SIGINT, close at once.
 export const ShutdownMode = { NONE: 0, DRAIN: 1, FAST: 2 } as const;

@@ -142,8 +142,8 @@ export class DemoSource {
       this.retryAt = now + 1000;
       if (!this.paused) {
         this.paused = true;
-        setSourceState(this.views, SourceState.WAITING);
         const code = (e as NodeJS.ErrnoException).code;
+        setSourceState(this.views, code === 'ENOSPC' ? SourceState.DISK_FULL : SourceState.WAITING);
         this.log.error({ err: e, code }, code === 'ENOSPC'
           ? 'disk full: WAL ingest paused, senders keep serving stored WAL'
           : 'could not write WAL: ingest paused');

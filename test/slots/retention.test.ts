@@ -10,6 +10,7 @@ import t from 'tap';
 import { formatLsn, parseLsn } from '../../src/protocol/lsn.ts';
 import { isRoot, makeTempDir, sleep, waitUntil } from '../helpers/proc.ts';
 import { startWalsender } from '../helpers/server.ts';
+import { startWithAdmin } from '../admin/helpers.ts';
 import { rowOf, types, WireClient } from '../helpers/wire.ts';
 
 const MB = 1 << 20;
@@ -94,13 +95,17 @@ t.test('disk full: ingest pauses, stored WAL is served intact, ingest resumes wh
   fs.mkdirSync(mnt);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt]);
   t.teardown(async () => { try { execFileSync('umount', ['-l', mnt]); } catch { /* already gone */ } await base.remove(); });
-  const ws = await startWalsender(['--data-dir', mnt, '--demo-wal-segment-size', '1MB', '--demo-rate', '4MB'], { t });
+  const { ws, admin } = await startWithAdmin(['--data-dir', mnt, '--demo-wal-segment-size', '1MB', '--demo-rate', '4MB'], t);
   // A slot reserving WAL with no standby: retention may not free anything, so the disk fills.
   const c = await WireClient.replication(ws.port);
   c.query('CREATE_REPLICATION_SLOT hold PHYSICAL RESERVE_WAL');
   await c.until('Z');
   c.end();
   await ws.proc.waitFor(/disk full: WAL ingest paused/, 15_000);
+  const notReady = await admin.get('/readyz');
+  t.equal(notReady.status, 503, 'readyz says so');
+  t.match((notReady.json as { message: string }).message, /file system is full/);
+  t.match((await admin.get('/metrics')).text, /pgws_source_info\{source="demo",state="disk_full"\} 1/, 'and the metrics');
   const stuck = await flushOf(ws.port);
   await sleep(1500);
   t.equal(formatLsn(await flushOf(ws.port)), formatLsn(stuck), 'the flush position stops while the disk is full');
@@ -124,6 +129,7 @@ t.test('disk full: ingest pauses, stored WAL is served intact, ingest resumes wh
   await ws.proc.waitFor(/WAL ingest resumed/, 15_000);
   await waitUntil(async () => (await flushOf(ws.port)) > stuck, 10_000, 'the flush position to move again');
   t.pass('ingest resumed by itself');
+  t.equal((await admin.get('/readyz')).status, 200, 'ready again');
   reader.c.end();
 });
 
