@@ -1,7 +1,8 @@
 // Shared pieces of the benchmarks: building and running walsink, starting and stopping
 // pg-walsender as a child process (the real node binary, so its pid is the server),
-// reading a process's memory (VmRSS, smaps_rollup Pss), finding PostgreSQL's
-// walsender processes, LSN arithmetic and small statistics.
+// reading a process's memory (VmRSS, smaps_rollup Pss) and CPU time, finding PostgreSQL's
+// walsender processes, CPU pinning, waiting for a quiet machine, LSN arithmetic and small
+// statistics.
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -104,7 +105,7 @@ export const replConninfo = (port: number): string =>
 
 export type Walsender = { proc: LoggedProcess; pid: number; port: number; args: string[]; stop(): Promise<void> };
 
-/** True when a TCP socket of this host listens on 127.0.0.1:port (read from /proc/net/tcp; no connection made). */
+/** How many IPv4 TCP sockets with local port `port` are listening / established (from /proc/net/tcp; no connection made). */
 export function tcpCount(port: number, state: 'listen' | 'established'): number {
   const want = state === 'listen' ? '0A' : '01';
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');

@@ -38,7 +38,7 @@ const INGEST_MIB = quick ? 128 : 512;
 const INGEST_RUNS = 3;
 const FANOUT = 16;
 const FANOUT_SECONDS = quick ? 10 : 20;
-const PGBENCH_TPS = 300;
+const PGBENCH_TPS = Number(process.env.BENCH_RELAY_TPS ?? 300);
 
 type Relay = { proc: LoggedProcess; port: number; dir: string; stop(): Promise<void> };
 
@@ -145,7 +145,7 @@ function fdatasyncProbe(dir: string): { stop(): Promise<number[]> } {
 
 const quantiles = (xs: number[]): Quantiles => ({ p50: round(percentile(xs, 50), 3), p99: round(percentile(xs, 99), 3) });
 
-async function latency(cluster: Cluster, tmp: TempDir, root: string): Promise<LatencyResult> {
+export async function latency(cluster: Cluster, tmp: TempDir, root: string): Promise<LatencyResult> {
   const relay = await startRelay(cluster, tmp, [], root);
   try {
     await relay.proc.waitFor(/store ready/, 30_000);

@@ -59,6 +59,7 @@ function summary(catchup: Comparison[], idle: IdleResult): string {
 
 async function main(): Promise<void> {
   const began = Date.now();
+  const git = gitInfo(); // before the run: the code that was measured
   log(`pg-walsender benchmarks${quick ? ' (BENCH_QUICK)' : ''}: ${SIZE_MIB} MiB of WAL, ${RUNS} runs per figure`);
   const walsink = await buildWalsink();
   const pgVersion = (await runOk(pgBin('postgres'), ['--version'])).stdout.trim();
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
       durationSeconds: seconds,
       machine: machineInfo(),
       node: process.version,
-      git: gitInfo(),
+      git,
       runsPerFigure: RUNS,
       postgres: { binary: pgVersion, server: selectVersion },
       wal: {
