@@ -302,6 +302,7 @@ async function fanoutRun(cluster: Cluster, walsink: string, port: number, relayP
   const relayBefore = relayPid ? cpuSeconds(relayPid, 'own') : 0;
   const load = pgbench(cluster, FANOUT_SECONDS);
   await load.exited;
+  await sleep(1000); // pgbench's backends exit and are reaped: their CPU moves to the postmaster's children total
   const after = primaryCpu(cluster);
   const relayCpu = relayPid ? cpuSeconds(relayPid, 'own') - relayBefore : 0;
   for (const s of sinks) await s.kill('SIGKILL');
