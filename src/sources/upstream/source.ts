@@ -14,7 +14,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../log.ts';
 import { formatLsn } from '../../protocol/lsn.ts';
-import { publishFlush, publishIdentity, publishUpstreamStatus, setSourceState, type UpstreamStatus } from '../../shmem/control.ts';
+import {
+  publishFlush, publishIdentity, publishUpstreamStatus, setSourceState, sourceState, type UpstreamStatus,
+} from '../../shmem/control.ts';
 import { SourceState, type SharedViews } from '../../shmem/layout.ts';
 import { PAGE_MAGIC_BY_MAJOR, readPageHeader } from '../../wal/page.ts';
 import { historyFileName, segmentFileName } from '../../wal/segment.ts';
@@ -123,7 +125,8 @@ export class UpstreamSource implements ReceiverHost {
     const redacted = redactConninfo(this.o.conninfo);
     for (let attempt = 1; !this.stopping; attempt++) {
       this.identifiedThisRound = false;
-      setSourceState(this.o.views, SourceState.WAITING);
+      // A full disk stays the reported state until WAL is written again.
+      if (sourceState(this.o.views) !== SourceState.DISK_FULL) setSourceState(this.o.views, SourceState.WAITING);
       this.log.info({ attempt, upstream: redacted }, 'connecting to upstream');
       try {
         const params = resolveConninfo(this.o.conninfo, { passwordFile: this.o.passwordFile });
@@ -143,7 +146,12 @@ export class UpstreamSource implements ReceiverHost {
         const serious = err instanceof MismatchError || (err instanceof ConnectError && err.auth);
         if (this.identifiedThisRound) delay = RETRY_MIN_MS;
         const fields = { attempt, err: err.message, retryInMs: delay };
-        if (serious) this.log.error(fields, 'upstream refused or does not match; retrying');
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+          // Nothing unsynced was published; senders keep serving what is stored. The
+          // next attempt resumes from the durable end once space returns.
+          setSourceState(this.o.views, SourceState.DISK_FULL);
+          this.log.error(fields, 'disk full: WAL ingest paused, senders keep serving stored WAL');
+        } else if (serious) this.log.error(fields, 'upstream refused or does not match; retrying');
         else this.log.warn(fields, this.identifiedThisRound ? 'lost the upstream; reconnecting' : 'could not connect to upstream; retrying');
       } finally {
         this.conn?.close();
@@ -179,6 +187,10 @@ export class UpstreamSource implements ReceiverHost {
   /** The publication rule (see the header comment). */
   private onDurable(lsn: bigint, tli: number): void {
     publishUpstreamStatus(this.o.views, { flushedLsn: lsn });
+    if (sourceState(this.o.views) === SourceState.DISK_FULL) {
+      setSourceState(this.o.views, SourceState.RUNNING);
+      this.log.info({ flushLsn: formatLsn(lsn) }, 'WAL ingest resumed');
+    }
     if (this.published?.tli !== tli && lsn < this.tliBegin) return; // switch segment not yet past the switch point
     if (!this.published) {
       const pageMagic = this.readPageMagic(tli);
@@ -274,7 +286,7 @@ export class UpstreamSource implements ReceiverHost {
       this.log.info({ sysid: this.sysid!.toString(), segSize: this.segSize, timeline: w.timeline,
         flushLsn: formatLsn(w.writtenLsn) }, 'store ready: relaying from the upstream\'s position');
     }
-    setSourceState(this.o.views, SourceState.RUNNING);
+    if (sourceState(this.o.views) !== SourceState.DISK_FULL) setSourceState(this.o.views, SourceState.RUNNING);
     this.status({ connected: true });
     this.settleFirst(null);
   }
