@@ -16,7 +16,8 @@ type Json = Record<string, unknown>;
 async function setup(t: { teardown(fn: () => unknown): void }, maxWalSenders = 10) {
   const dir = await makeTempDir('pgws-admin-api-');
   t.teardown(() => dir.remove());
-  const server = await startInProcess({ dataDir: dir.path, maxWalSenders }, t);
+  // wal_keep_size: the tests stream from the first segment, which retention would remove.
+  const server = await startInProcess({ dataDir: dir.path, maxWalSenders, walKeepSize: 256 << 20 }, t);
   return server;
 }
 

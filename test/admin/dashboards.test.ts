@@ -48,7 +48,7 @@ const rules = alerts.groups.flatMap((g) => g.rules);
 t.test('the dashboard and the rules use only metrics a live /metrics has', async (t) => {
   const data = await makeTempDir('pgws-dash-');
   t.teardown(() => data.remove());
-  const { ws, admin } = await startWithAdmin(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--demo-rate', '2MB'], t);
+  const { ws, admin } = await startWithAdmin(['--data-dir', data.path, '--demo-wal-segment-size', '1MB', '--demo-rate', '2MB', '--wal-keep-size', '256MB'], t);
   // A standby that streams and reports positions, so the per-standby families have series.
   const c = await WireClient.replication(ws.port, { application_name: 'dash' });
   c.query('START_REPLICATION 0/100000 TIMELINE 1');
