@@ -73,11 +73,12 @@ export class SegmentReader {
   }
 }
 
-function remaining(targets: Buffer[], skip: number): Buffer[] {
+/** What is left of `bufs` after its first `skip` bytes (after a short readv/writev). */
+export function remaining(bufs: Buffer[], skip: number): Buffer[] {
   const out: Buffer[] = [];
-  for (const t of targets) {
-    if (skip >= t.length) { skip -= t.length; continue; }
-    out.push(skip > 0 ? t.subarray(skip) : t);
+  for (const b of bufs) {
+    if (skip >= b.length) { skip -= b.length; continue; }
+    out.push(skip > 0 ? b.subarray(skip) : b);
     skip = 0;
   }
   return out;

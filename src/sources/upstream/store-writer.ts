@@ -14,6 +14,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { remaining } from '../../wal/segment-reader.ts';
 import { segmentFileName } from '../../wal/segment.ts';
 
 export const SPARE_NAME = '.pgws-spare-segment.tmp';
@@ -122,7 +123,7 @@ export class StoreWriter {
       for (;;) {
         done += fs.writevSync(s.fd, rest, inSeg + done);
         if (done >= n) break;
-        rest = remainder(pieces, done);
+        rest = remaining(pieces, done);
       }
       this.written += BigInt(n);
       if (inSeg + n === this.segSize) {
@@ -275,15 +276,4 @@ export class StoreWriter {
     if (this.cur) fs.closeSync(this.cur.fd);
     this.cur = null;
   }
-}
-
-/** What is left of `bufs` after its first `skip` bytes (a short writev). */
-function remainder(bufs: Buffer[], skip: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (skip >= b.length) { skip -= b.length; continue; }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }
