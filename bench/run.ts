@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { concurrentWalsink, pinnedWalsink, prepareWal, receivewalEndpos, singleReceivewal, singleWalsink, type Comparison, type WalSet } from './catchup.ts';
 import { idleMemory, type IdleResult } from './idle-memory.ts';
+import { stuckStandby } from './stuck-standby.ts';
 import { adminBenchmarks, adminSummary } from './admin.ts';
 import { relayBenchmarks, relaySummary } from './relay.ts';
 import { authTlsBenchmarks, authTlsSummary } from './auth-tls.ts';
@@ -84,6 +85,8 @@ async function main(): Promise<void> {
     catchup.push(await singleReceivewal(tmp.path, wal, srv, RUNS, archiveSums));
     log(`catch-up, ${CONCURRENT} concurrent, walsink`);
     catchup.push(await concurrentWalsink(walsink, wal, srv, RUNS, CONCURRENT));
+    log('isolation: 4 walsinks with and without a standby that stops reading');
+    const stuck = await stuckStandby(walsink, wal, srv, quick ? 1 : 3);
     await ours.stop();
     ours = null;
     const idle = await idleMemory(walsink, wal, IDLE_STANDBYS, tmp.path);
@@ -95,7 +98,10 @@ async function main(): Promise<void> {
     const authTls = await authTlsBenchmarks(walsink, wal, tmp.path, { runs: RUNS, seconds: quick ? 3 : 5 });
     const selectVersion = await wal.cluster.psql('SELECT version()');
 
-    const text = `${summary(catchup, idle)}\n\n${adminSummary(admin)}\n\n${relaySummary(relay)}\n\n${authTlsSummary(authTls)}`;
+    const stuckText = `stuck standby (issue 5): ${stuck.clients} walsinks, aggregate MB/s without -> with one client that never reads: `
+      + `PostgreSQL ${stuck.postgres.withoutMBps} -> ${stuck.postgres.withMBps} (${stuck.postgres.ratio}), `
+      + `pg-walsender ${stuck.walsender.withoutMBps} -> ${stuck.walsender.withMBps} (${stuck.walsender.ratio}); target >= 0.9: ${stuck.met ? 'met' : 'NOT met'}`;
+    const text = `${summary(catchup, idle)}\n\n${stuckText}\n\n${adminSummary(admin)}\n\n${relaySummary(relay)}\n\n${authTlsSummary(authTls)}`;
     const seconds = Math.round((Date.now() - began) / 1000);
     process.stdout.write(`\n${text}\n\nMB = 10^6 bytes. Ratio = pg-walsender / PostgreSQL. Medians of ${RUNS} alternating runs after a warm-up. ` +
       `WAL ${formatLsn(wal.start)}..${formatLsn(wal.end)} (${SIZE_MIB} MiB). Took ${seconds} s.\n`);
@@ -122,6 +128,7 @@ async function main(): Promise<void> {
       },
       catchup,
       idleMemory: idle,
+      stuckStandby: stuck,
       admin,
       authTls,
       relay,
