@@ -89,6 +89,9 @@ t.test('pg_receivewal with a slot resumes at the slot position after a restart; 
   await waitUntil(async () => parseLsn((await readSlot(ws.port, 's1'))[1] ?? '0/0')! >= BigInt((first + 2) * MB), 10_000, 'restart_lsn to follow');
   await rw1.kill('SIGINT');
   const restart = (await readSlot(ws.port, 's1'))[1]!;
+  // The sender saves the slot when it releases it, once it has seen the client go.
+  const stateFile = path.join(data.path, 'pg_replslot', 's1', 'state');
+  await waitUntil(() => JSON.parse(fs.readFileSync(stateFile, 'utf8')).restart_lsn === restart, 10_000, 'the slot state to be saved');
   const restartSeg = Number(parseLsn(restart)! / BigInt(MB));
 
   // kill -9 the server and restart it on the same data directory.
