@@ -108,6 +108,7 @@ export class AuthControl {
     try {
       const m = loadAuthMaterial(this.paths);
       Atomics.add(this.i32, GENERATION, 1);
+      Atomics.notify(this.i32, GENERATION); // every sender thread re-reads now (AuthCache.follow)
       this.log.info(describe(m), 'authentication material reloaded');
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'authentication files were not reloaded; the previous ones stay in use');
@@ -127,6 +128,22 @@ export class AuthCache {
     this.i32 = new Int32Array(data.sab);
     this.paths = data.paths;
     this.log = log;
+    this.follow();
+  }
+
+  /**
+   * Re-read as soon as the main thread publishes a reload, not at this thread's next
+   * connection: by then the files may have changed again (even to a broken state the
+   * main thread refused), and this thread would miss the reload it validated.
+   */
+  private follow(): void {
+    const r = Atomics.waitAsync(this.i32, GENERATION, Atomics.load(this.i32, GENERATION));
+    const next = (): void => {
+      this.current();
+      this.follow();
+    };
+    if (r.async) void r.value.then(next);
+    else queueMicrotask(next);
   }
 
   current(): AuthMaterial {
