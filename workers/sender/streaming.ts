@@ -187,8 +187,9 @@ class PhysicalStream {
         if (!this.sentCopyDone && this.inFlight < MAX_BATCHES_IN_FLIGHT) {
           const limit = this.sendLimit();
           if (this.sent < limit) {
+            // The write completes asynchronously, so at most MAX_BATCHES_IN_FLIGHT go out before
+            // the loop waits below, letting replies and other senders on this thread in.
             this.sendBatch(limit);
-            if (this.inFlight === 0) await yieldToIo(); // let replies and other senders in
             continue;
           }
           if (this.plan.historic && this.sent >= this.plan.validUpto) {
@@ -424,9 +425,4 @@ class PhysicalStream {
     this.timer = setTimeout(() => this.conn.waker.wake(), Math.max(1, next - now));
     return false;
   }
-}
-
-/** Give pending I/O callbacks (replies, other senders on this thread) a turn. */
-function yieldToIo(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
