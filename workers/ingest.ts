@@ -37,20 +37,28 @@ const post = (e: IngestEvent): void => parentPort!.postMessage(e);
 // Retention of the store this thread writes (never of an archive directory, which
 // belongs to its owner), once a second.
 const RETENTION_INTERVAL_MS = 1000;
+// A slot to invalidate whose holder was just asked to end is looked at again this soon.
+const RETENTION_RECHECK_MS = 50;
 const retention = {
   timer: null as NodeJS.Timeout | null,
+  recheck: null as NodeJS.Timeout | null,
+  pass(): void {
+    try {
+      const r = runRetention(views, data.dataDir, data.dataDir, data.retention, log);
+      if (r?.terminating && !this.recheck) {
+        this.recheck = setTimeout(() => { this.recheck = null; this.pass(); }, RETENTION_RECHECK_MS);
+      }
+    } catch (e) {
+      log.error({ err: e }, 'WAL retention pass failed; will retry');
+    }
+  },
   start(): void {
     if (data.source === 'archive') return;
-    this.timer = setInterval(() => {
-      try {
-        runRetention(views, data.dataDir, data.dataDir, data.retention, log);
-      } catch (e) {
-        log.error({ err: e }, 'WAL retention pass failed; will retry');
-      }
-    }, RETENTION_INTERVAL_MS);
+    this.timer = setInterval(() => this.pass(), RETENTION_INTERVAL_MS);
   },
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.recheck) clearTimeout(this.recheck);
   },
 };
 retention.start();

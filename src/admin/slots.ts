@@ -11,11 +11,7 @@ import { formatLsn } from '../protocol/lsn.ts';
 import { peekFlush } from '../shmem/control.ts';
 import { WAL_STATUS_NAMES, type SharedViews } from '../shmem/layout.ts';
 import { removeSlotAsync, saveSlotAsync } from '../slots/persist.ts';
-import { acquireSlot, createSlot, freeSlot, listSlots, readSlot, releaseSlot, type ReplicationSlot } from '../slots/slots.ts';
-
-// The admin API holds a slot while creating or dropping it under this connection id
-// (negative: never a client's).
-const ADMIN_PID = -1;
+import { acquireSlot, ADMIN_PID, createSlot, freeSlot, listSlots, readSlot, releaseSlot, type ReplicationSlot } from '../slots/slots.ts';
 
 const slotSchema = {
   type: 'object',

@@ -2,7 +2,8 @@
 // pg_replslot/<name>/state as PostgreSQL lays them out (our own JSON content):
 // write a temporary file, fsync it, rename it over the state file, fsync the
 // directory. A slot's state is written by whoever holds it (the creating or streaming
-// connection, or the retention pass marking it lost), so writers never race on one slot.
+// connection, the admin API, or the retention pass, which acquires a released slot to
+// mark it lost), so writers never race on one slot.
 
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';

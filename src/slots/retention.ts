@@ -3,7 +3,9 @@
 // before every replication slot's restart_lsn, the oldest sent position among active
 // senders (GetOldestWALSendPointer) and flush - wal_keep_size. A slot holding more
 // than max_slot_wal_keep_size is marked lost first, as PostgreSQL does, so one stuck
-// standby cannot fill the disk. Runs on the ingest thread.
+// standby cannot fill the disk: like PostgreSQL's checkpointer the pass acquires the
+// slot to invalidate it (so it is the only writer of the slot's state file), and a
+// slot in use has its holder terminated first. Runs on the ingest thread.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,10 +13,10 @@ import type { Logger } from '../log.ts';
 import { formatLsn } from '../protocol/lsn.ts';
 import { readFlush, storeIdentity } from '../shmem/control.ts';
 import { WalStatus, type SharedViews } from '../shmem/layout.ts';
-import { oldestSentPosition } from '../shmem/walsnd.ts';
+import { oldestSentPosition, requestTerminate } from '../shmem/walsnd.ts';
 import { parseSegmentFileName } from '../wal/segment.ts';
 import { saveSlot } from './persist.ts';
-import { listSlots, markSlotLost, readSlot, setWalStatus } from './slots.ts';
+import { acquireSlot, listSlots, markSlotLost, readSlot, releaseSlot, RETENTION_PID, setWalStatus, type ReplicationSlot } from './slots.ts';
 
 export type RetentionSettings = {
   walKeepSize: number; // bytes
@@ -30,26 +32,57 @@ export function retentionHorizon(flush: bigint, slotRestarts: bigint[], oldestSe
   return horizon;
 }
 
-export type RetentionResult = { horizon: bigint; removed: string[]; lost: string[] };
+/**
+ * InvalidatePossiblyObsoleteSlot for one slot: true when this pass made it lost. A slot
+ * in use is not touched: its holder is asked to end (FATAL 57P01, as PostgreSQL's
+ * SIGTERM) and a later pass invalidates the released slot; until then it holds its WAL.
+ */
+function invalidateSlot(v: SharedViews, dataDir: string, s: ReplicationSlot, log: Logger): boolean {
+  if (s.activePid !== 0) {
+    if (s.activePid > 0 && requestTerminate(v, s.activePid)) {
+      log.info({ slot: s.name, connId: s.activePid }, `terminating process ${s.activePid} to release replication slot "${s.name}"`);
+    }
+    return false;
+  }
+  let i: number;
+  try {
+    i = acquireSlot(v, s.name, RETENTION_PID);
+  } catch {
+    return false; // acquired or dropped meanwhile: the next pass looks again
+  }
+  try {
+    const now = readSlot(v, i);
+    if (!now || now.walStatus === WalStatus.LOST) return false;
+    // Disk first: whoever sees "lost" in shared memory finds it in the state file too,
+    // and a crash in between only loads as lost a slot that was past the limit.
+    if (!now.temporary) saveSlot(dataDir, { ...now, restartLsn: 0n, invalidatedAt: now.restartLsn, walStatus: WalStatus.LOST });
+    return markSlotLost(v, i);
+  } finally {
+    releaseSlot(v, i, RETENTION_PID);
+  }
+}
+
+/** `terminating`: a holder was asked to release a slot to invalidate; pass again soon. */
+export type RetentionResult = { horizon: bigint; removed: string[]; lost: string[]; terminating: boolean };
 
 export function runRetention(v: SharedViews, storeDir: string, dataDir: string, settings: RetentionSettings, log: Logger): RetentionResult | null {
   const id = storeIdentity(v);
   if (!id) return null;
   const { flushLsn } = readFlush(v);
   const lost: string[] = [];
+  let terminating = false;
   const restarts: bigint[] = [];
   for (const s of listSlots(v)) {
     if (s.walStatus === WalStatus.LOST || s.restartLsn === 0n) continue;
     const held = flushLsn - s.restartLsn;
     if (settings.maxSlotWalKeepSize >= 0 && held > BigInt(settings.maxSlotWalKeepSize)) {
-      if (markSlotLost(v, s.index)) {
+      if (invalidateSlot(v, dataDir, s, log)) {
         lost.push(s.name);
         log.warn({ slot: s.name, restartLsn: formatLsn(s.restartLsn), heldBytes: Number(held), maxSlotWalKeepSize: settings.maxSlotWalKeepSize },
-          'invalidating replication slot because its restart_lsn exceeds max_slot_wal_keep_size');
-        const now = readSlot(v, s.index);
-        if (now && !now.temporary) saveSlot(dataDir, now);
+          `invalidating slot "${s.name}" because its restart_lsn ${formatLsn(s.restartLsn)} exceeds max_slot_wal_keep_size`);
         continue;
       }
+      terminating ||= s.activePid > 0;
     }
     setWalStatus(v, s.index, held > BigInt(settings.walKeepSize) ? WalStatus.EXTENDED : WalStatus.RESERVED);
     restarts.push(s.restartLsn);
@@ -73,5 +106,5 @@ export function runRetention(v: SharedViews, storeDir: string, dataDir: string, 
     log.info({ removed: removed.length, horizon: formatLsn(horizon), first: removed.sort()[0], last: removed.at(-1) },
       'removed WAL segments no standby needs');
   }
-  return { horizon, removed, lost };
+  return { horizon, removed, lost, terminating };
 }

@@ -10,6 +10,10 @@ import {
 } from '../shmem/layout.ts';
 import { spinLock, spinUnlock, trySpinLock } from '../shmem/spinlock.ts';
 
+/** Holders that are not connections: the admin API and the retention pass. */
+export const ADMIN_PID = -1;
+export const RETENTION_PID = -2;
+
 export type ReplicationSlot = {
   index: number;
   name: string;

@@ -11,7 +11,7 @@ import { formatLsn, parseLsn } from '../../src/protocol/lsn.ts';
 import { isRoot, makeTempDir, sleep, waitUntil } from '../helpers/proc.ts';
 import { startWalsender } from '../helpers/server.ts';
 import { startWithAdmin } from '../admin/helpers.ts';
-import { rowOf, types, WireClient } from '../helpers/wire.ts';
+import { errorOf, rowOf, types, WireClient, type BackendMessage } from '../helpers/wire.ts';
 
 const MB = 1 << 20;
 const segnos = (dir: string): number[] =>
@@ -33,11 +33,11 @@ async function slotClient(port: number, slot: string, start: string) {
   const c = await WireClient.replication(port);
   c.query(`START_REPLICATION SLOT ${slot} ${start} TIMELINE 1`);
   if ((await c.next())?.type !== 'W') throw new Error('no CopyBothResponse');
-  const state = { received: parseLsn(start)!, data: [] as Buffer[] };
+  const state = { received: parseLsn(start)!, last: null as BackendMessage | null };
   void (async () => {
     for (;;) {
       const m = await c.next(60_000).catch(() => null);
-      if (!m || m.type !== 'd') return;
+      if (!m || m.type !== 'd') { state.last = m; return; }
       if (m.body[0] === 0x77) state.received = m.body.readBigUInt64BE(1) + BigInt(m.body.length - 25);
     }
   })();
@@ -75,11 +75,15 @@ t.test('retention follows the slot; a slot past max_slot_wal_keep_size is lost',
   t.pass('confirmed segments removed');
   t.equal((await query(ws.port, 'READ_REPLICATION_SLOT s1'))![1], formatLsn(confirmed), 'restart_lsn follows the confirmation');
 
-  // It stops confirming and stops reading: past 12MB the slot is lost and the disk stops growing.
-  client.c.end();
+  // It stays connected but stops confirming: past 12MB its sender is terminated (as
+  // PostgreSQL's checkpointer does to a slot's holder), the released slot is marked lost
+  // (on disk before anyone can see it in shared memory) and the disk stops growing.
   await waitUntil(async () => (await query(ws.port, 'READ_REPLICATION_SLOT s1'))![1] === null, 15_000, 'the slot to be marked lost');
   const state = JSON.parse(fs.readFileSync(path.join(data.path, 'pg_replslot', 's1', 'state'), 'utf8'));
   t.equal(state.wal_status, 'lost', 'wal_status "lost" persisted');
+  t.equal(state.restart_lsn, null, 'restart_lsn NULL on disk');
+  await waitUntil(() => client.state.last !== null, 5000, 'the holder to be told');
+  t.equal(client.state.last && errorOf(client.state.last).code, '57P01', 'the holding standby was terminated with 57P01');
   await sleep(1500);
   const count1 = segnos(data.path).length;
   await sleep(2000);
