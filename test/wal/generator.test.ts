@@ -264,14 +264,3 @@ t.test('constructor checks and system identifier', async (t) => {
   t.ok(Math.abs(Number(id >> 32n) - Date.now() / 1000) < 5, 'seconds part is now');
   t.equal(Number(id & 0xfffn), process.pid & 0xfff, 'low 12 bits are the pid');
 });
-
-t.test('throughput', async (t) => {
-  const g = new WalGenerator({ sysid: SYSID, tli: 1, segSize: 16 * MB, startLsn: 0x1000000n, prevRecPtr: 0n });
-  g.generate(MB); // warm up
-  const t0 = performance.now();
-  let bytes = 0;
-  for (let i = 0; i < 8; i++) bytes += g.generate(4 * MB).bytes.length;
-  const mbps = bytes / 1e6 / ((performance.now() - t0) / 1000);
-  t.comment(`generator: ${mbps.toFixed(0)} MB/s`);
-  t.ok(mbps > 10, 'at least 10 MB/s');
-});
