@@ -77,11 +77,13 @@ t.test('passfile lines, wildcards, escapes and permissions', async (t) => {
     'db1:5432:replication:rep:right',
     '*:*:*:other:wild\\:card',
     'localhost:5432:*:rep:socket',
+    'db1:5432:*:colon:pass:word',
   ].join('\n'), { mode: 0o600 });
   const tcp = { host: 'db1', hostaddr: null, port: 5432, isSocket: false };
   t.equal(passwordFromPassfile(file, tcp, 'rep'), 'right', 'the database field of a replication connection is "replication"');
   t.equal(passwordFromPassfile(file, tcp, 'other'), 'wild:card', 'wildcards and \\: escapes');
   t.equal(passwordFromPassfile(file, { ...tcp, port: 5433 }, 'rep'), null);
+  t.equal(passwordFromPassfile(file, tcp, 'colon'), 'pass', 'the password ends at an unescaped ":", as libpq reads it');
   t.equal(passwordFromPassfile(file, { host: defaultSocketDir(), hostaddr: null, port: 5432, isSocket: true }, 'rep'), 'socket',
     'the default socket directory matches "localhost"');
   fs.chmodSync(file, 0o644);

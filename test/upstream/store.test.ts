@@ -12,6 +12,7 @@ import { createLogger } from '../../src/log.ts';
 import { scanStore, StoreError } from '../../src/sources/upstream/store-scan.ts';
 import { SPARE_NAME, StoreWriter } from '../../src/sources/upstream/store-writer.ts';
 import { WalGenerator } from '../../src/wal/generator.ts';
+import { mainDataRecordLength } from '../../src/wal/record.ts';
 import { formatLsn, segmentFileName } from '../../src/wal/segment.ts';
 
 const MB = 1 << 20;
@@ -24,14 +25,16 @@ function names(dir: string): string[] {
 }
 
 /** Write WAL bytes into segment files directly (as a crashed writer would have left them). */
-function writeRaw(dir: string, tli: number, start: bigint, bytes: Buffer, partialFrom: bigint | null): void {
+function writeRaw(dir: string, tli: number, start: bigint, bytes: Buffer, partialFrom: bigint | null,
+  preallocated = true): void {
   for (let s = (start / seg) * seg; s < start + BigInt(bytes.length); s += seg) {
     const from = s < start ? Number(start - s) : 0;
     const off = Number(s + BigInt(from) - start);
     const n = Math.min(MB - from, bytes.length - off);
     const name = segmentFileName(tli, s / seg, MB) + (partialFrom !== null && s >= partialFrom ? '.partial' : '');
     const fd = fs.openSync(path.join(dir, name), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-    if (fs.fstatSync(fd).size < MB) fs.ftruncateSync(fd, MB);
+    // The writer's files are preallocated (the spare), except one created while no spare was ready.
+    if (preallocated && fs.fstatSync(fd).size < MB) fs.ftruncateSync(fd, MB);
     fs.writeSync(fd, bytes, off, n, from);
     fs.closeSync(fd);
   }
@@ -103,15 +106,80 @@ t.test('scan after a crash: the end of valid WAL in the open segment; the torn t
   t.equal(open.compare(wal.bytes.subarray(2 * MB), 0, at, 0, at), 0, 'everything before it is kept');
 });
 
+/** WAL from `start` whose last record, then `pad` bytes of MAXALIGN padding, end exactly at the end of its segment. */
+function exactlyToSegmentEnd(start: bigint, pad = 0): Buffer {
+  const segEnd = (start / seg + 1n) * seg;
+  const head = new WalGenerator({ sysid, tli: 1, segSize: MB, startLsn: start, prevRecPtr: 0n });
+  const a = head.generate(Number(segEnd - start) - 30_000);
+  for (let len = 0; len < 30_000; len++) {
+    if ((8 - (mainDataRecordLength(len) % 8)) % 8 !== pad) continue;
+    const last = new WalGenerator({ sysid, tli: 1, segSize: MB, startLsn: a.endLsn, prevRecPtr: head.prevRecPtr, recordPayloadLen: len });
+    const b = last.generate(0);
+    if (b.endLsn === segEnd) return Buffer.concat([a.bytes, b.bytes]);
+  }
+  throw new Error('no record length ends the segment exactly');
+}
+
 t.test('scan: a full .partial (crash before the rename) is completed', async (t) => {
   const dir = t.testdir({});
-  const gen = new WalGenerator({ sysid, tli: 1, segSize: MB, startLsn: seg, prevRecPtr: 0n });
-  const a = gen.generate(200_000);
-  const b = gen.switchSegment();
-  writeRaw(dir, 1, seg, Buffer.concat([a.bytes, b.bytes]), seg);
+  const wal = exactlyToSegmentEnd(seg);
+  t.equal(wal.length, MB, 'records fill segment 1 exactly');
+  writeRaw(dir, 1, seg, wal, seg);
   const s = scanStore(dir, log)!;
   t.equal(formatLsn(s.end), formatLsn(2n * seg));
   t.same(names(dir), ['000000010000000000000001']);
+});
+
+t.test('scan: after an XLOG_SWITCH, the rest of the segment is taken as zeros only where PostgreSQL writes zeros', async (t) => {
+  const g = new WalGenerator({ sysid, tli: 1, segSize: MB, startLsn: seg, prevRecPtr: 0n });
+  const a = g.generate(200_000);
+  const sw = g.switchSegment();
+  t.ok(a.endLsn % 8192n <= 8192n - 24n, 'the 24-byte switch record lies on one page');
+  t.equal(sw.bytes.subarray(24).every((b) => b === 0), true, 'zeros after it (PostgreSQL >= 14)');
+  const segment = Buffer.concat([a.bytes, sw.bytes]);
+  t.equal(segment.length, MB);
+  // A segment file created while no spare was ready grows as WAL arrives: after a kill -9
+  // that follows the switch record, the file holds nothing after it.
+  const short = t.testdir({});
+  writeRaw(short, 1, seg, Buffer.concat([a.bytes, sw.bytes.subarray(0, 24)]), seg, false);
+  let s = scanStore(short, log)!;
+  t.equal(formatLsn(s.end), formatLsn(2n * seg), 'PostgreSQL 15: the segment is complete');
+  t.same(names(short), ['000000010000000000000001']);
+  t.equal(fs.readFileSync(path.join(short, '000000010000000000000001')).compare(segment), 0,
+    'full size, byte-identical to the upstream\'s segment (zeros after the switch)');
+
+  // Preallocated, PostgreSQL 15: the upstream's segment holds zeros after the switch record
+  // too, so the file is that segment whatever of it arrived.
+  const full = t.testdir({});
+  writeRaw(full, 1, seg, Buffer.concat([a.bytes, sw.bytes.subarray(0, 24)]), seg);
+  s = scanStore(full, log)!;
+  t.equal(formatLsn(s.end), formatLsn(2n * seg), 'PostgreSQL 15: a full file of zeros after the switch is complete');
+  t.same(names(full), ['000000010000000000000001']);
+
+  // PostgreSQL 13 leaves page headers in the pages after a switch: the spare's zeros are not them.
+  const old = t.testdir({});
+  const g13 = new WalGenerator({ sysid, tli: 1, segSize: MB, startLsn: seg, prevRecPtr: 0n, pageMagic: 0xd106 });
+  const a13 = g13.generate(200_000);
+  const sw13 = g13.switchSegment();
+  writeRaw(old, 1, seg, Buffer.concat([a13.bytes, sw13.bytes.subarray(0, 24)]), seg);
+  s = scanStore(old, log)!;
+  t.equal(formatLsn(s.end), formatLsn(a13.endLsn + 24n), 'PostgreSQL 13: resume right after the switch record');
+  t.same(names(old), ['000000010000000000000001.partial']);
+  const old2 = t.testdir({});
+  writeRaw(old2, 1, seg, Buffer.concat([a13.bytes, sw13.bytes.subarray(0, 24)]), seg, false);
+  s = scanStore(old2, log)!;
+  t.equal(formatLsn(s.end), formatLsn(a13.endLsn + 24n), 'also when the file holds nothing after the record');
+  t.same(names(old2), ['000000010000000000000001.partial'], 'a short file is never given a complete segment\'s name');
+
+  // A record ending a few bytes before the segment end, in a file that holds only its bytes
+  // (not the MAXALIGN padding): the end is what the file holds, never past it.
+  const tight = t.testdir({});
+  const wal = exactlyToSegmentEnd(seg, 4);
+  const cut = wal.length - 4;
+  writeRaw(tight, 1, seg, wal.subarray(0, cut), seg, false);
+  s = scanStore(tight, log)!;
+  t.equal(formatLsn(s.end), formatLsn(seg + BigInt(cut)), 'the end of the last record, without its padding');
+  t.same(names(tight), ['000000010000000000000001.partial'], 'and the file keeps its .partial name');
 });
 
 t.test('scan refuses what it cannot continue', async (t) => {

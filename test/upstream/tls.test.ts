@@ -3,7 +3,8 @@
 // chain and the host name (host=localhost, hostaddr=127.0.0.1), a host name the
 // certificate does not carry or a foreign CA is refused with a clear error, verify-ca
 // ignores the host name;
-// SCRAM-SHA-256-PLUS channel binding is used (channel_binding=require succeeds);
+// SCRAM-SHA-256-PLUS channel binding is used (channel_binding=require succeeds, and
+// refuses a server that authenticates without it);
 // sslmode=require against a server without TLS fails as libpq does.
 
 import { execFileSync } from 'node:child_process';
@@ -57,6 +58,14 @@ t.test('sslmode verify-full, verify-ca, require; channel binding', async (t) => 
     'the primary sees an SSL replication connection');
   t.pass('verify-full with the right CA and host name, SCRAM-SHA-256-PLUS with channel binding');
   t.equal((await ok.stop('SIGTERM')).code, 0);
+
+  // libpq: with channel_binding=require, an AuthenticationOk without a channel-bound SCRAM
+  // exchange (here trust) is refused: only the binding proves the server is the one expected.
+  const unbound = await startRelay(t, `${base} user=postgres sslmode=require channel_binding=require application_name=unbound`);
+  await unbound.proc.waitFor(/"attempt":2,[^\n]*channel binding required, but server authenticated client without channel binding/, 10_000);
+  t.notMatch(unbound.proc.output(), /store ready/, 'channel_binding=require: a server that skips authentication is refused');
+  t.equal(await primary.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'unbound'"), '0', 'nothing streamed');
+  await unbound.stop('SIGINT');
 
   const wrongHost = await startRelay(t, `host=db.example hostaddr=127.0.0.1 port=${primary.port} user=postgres sslmode=verify-full sslrootcert=${ca}`);
   await wrongHost.proc.waitFor(/"attempt":2,[^\n]*does not match host name/, 10_000);

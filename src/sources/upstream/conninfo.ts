@@ -293,7 +293,7 @@ export function passwordFromPassfile(file: string, target: HostTarget, user: str
     if (line === '' || line.startsWith('#')) continue;
     const fields = splitPassfileLine(line);
     if (fields.length < 5) continue;
-    if (want.every((w, i) => fields[i] === '*' || fields[i] === w)) return fields.slice(4).join(':');
+    if (want.every((w, i) => fields[i] === '*' || fields[i] === w)) return fields[4]!;
   }
   return null;
 }
@@ -304,7 +304,8 @@ function splitPassfileLine(line: string): string[] {
   for (let i = 0; i < line.length; i++) {
     const c = line[i]!;
     if (c === '\\' && i + 1 < line.length) cur += line[++i];
-    else if (c === ':' && out.length < 4) { out.push(cur); cur = ''; } else cur += c;
+    else if (c === ':' && out.length === 4) break; // libpq: the password ends at an unescaped ':'
+    else if (c === ':') { out.push(cur); cur = ''; } else cur += c;
   }
   out.push(cur);
   return out;

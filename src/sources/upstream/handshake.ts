@@ -205,7 +205,14 @@ async function startup(conn: UpstreamConnection, sock: net.Socket, params: ConnP
     if (m.type === 'N' || m.type === 'v') continue;
     if (m.type !== 'R') throw new ConnectError(`expected authentication request from server, but received ${m.type}`);
     const { code, data } = parseAuthentication(m.body);
-    if (code === 0) break;
+    if (code === 0) {
+      // libpq's check_expected_areq: only a completed channel-bound exchange proves the
+      // server; AuthenticationOk without one (trust, or SCRAM cut short) is refused.
+      if (params.channelBinding === 'require' && !(channelBound && scram?.done)) {
+        throw new ConnectError('channel binding required, but server authenticated client without channel binding', true);
+      }
+      break;
+    }
     if (params.channelBinding === 'require' && code !== 10 && code !== 11 && code !== 12) {
       throw new ConnectError('channel binding required, but server authenticated client without channel binding', true);
     }

@@ -191,6 +191,9 @@ function stream(conn: UpstreamConnection, host: ReceiverHost, writer: StoreWrite
     let lastSent = { write: -1n, flush: -1n };
     let pinged = false;
     let done = false;
+    // Set once the COPY handler is installed: messages that came with CopyBothResponse are
+    // handled as it is installed, and may end the stream before (finish clears it).
+    let timer: NodeJS.Timeout | undefined;
     const segSize = BigInt(writer.segSize);
 
     const sendStatus = (replyRequested: boolean, force: boolean): void => {
@@ -312,8 +315,9 @@ function stream(conn: UpstreamConnection, host: ReceiverHost, writer: StoreWrite
       },
     });
 
+    if (done) return; // ended by what arrived with CopyBothResponse
     // wal_receiver_status_interval and wal_receiver_timeout.
-    const timer = setInterval(() => {
+    timer = setInterval(() => {
       const now = Date.now();
       const silent = now - conn.lastReceiveMs;
       if (host.timeoutMs > 0 && silent >= host.timeoutMs) {

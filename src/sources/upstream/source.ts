@@ -64,6 +64,8 @@ export class UpstreamSource implements ReceiverHost {
   private firstDone = false;
   private first: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private identifiedThisRound = false;
+  /** The upstream streamed to us this round (CopyData arrived): only that resets the backoff. */
+  private streamedThisRound = false;
 
   constructor(o: UpstreamOptions) {
     this.o = o;
@@ -125,6 +127,7 @@ export class UpstreamSource implements ReceiverHost {
     const redacted = redactConninfo(this.o.conninfo);
     for (let attempt = 1; !this.stopping; attempt++) {
       this.identifiedThisRound = false;
+      this.streamedThisRound = false;
       // A full disk stays the reported state until WAL is written again.
       if (sourceState(this.o.views) !== SourceState.DISK_FULL) setSourceState(this.o.views, SourceState.WAITING);
       this.log.info({ attempt, upstream: redacted }, 'connecting to upstream');
@@ -144,7 +147,10 @@ export class UpstreamSource implements ReceiverHost {
           return;
         }
         const serious = err instanceof MismatchError || (err instanceof ConnectError && err.auth);
-        if (this.identifiedThisRound) delay = RETRY_MIN_MS;
+        // Not identifiedThisRound: an upstream that identifies itself and then refuses the
+        // stream (WAL already removed, start point ahead of its flush, slot in use) would
+        // otherwise be asked again every 100 ms forever.
+        if (this.streamedThisRound) delay = RETRY_MIN_MS;
         const fields = { attempt, err: err.message, retryInMs: delay };
         if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
           // Nothing unsynced was published; senders keep serving what is stored. The
@@ -292,6 +298,7 @@ export class UpstreamSource implements ReceiverHost {
   }
 
   status(s: Partial<UpstreamStatus>): void {
+    if (s.lastMessageTime !== undefined) this.streamedThisRound = true; // the receiver's "CopyData arrived"
     publishUpstreamStatus(this.o.views, s);
   }
 }

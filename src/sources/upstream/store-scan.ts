@@ -18,8 +18,11 @@ import path from 'node:path';
 import type { Logger } from '../../log.ts';
 import type { StoreIdentity } from '../../shmem/control.ts';
 import { initialHistory, parseHistoryFile, type TimelineHistoryEntry } from '../../wal/history.ts';
-import { majorVersionFromMagic, readPageHeader, SIZE_OF_LONG_PHD, validateSegmentLongHeader } from '../../wal/page.ts';
-import { findEndOfWal } from '../../wal/reader.ts';
+import {
+  majorVersionFromMagic, readPageHeader, SIZE_OF_LONG_PHD, SIZE_OF_SHORT_PHD, validateSegmentLongHeader,
+} from '../../wal/page.ts';
+import { walkSegment, type SegmentRecord } from '../../wal/reader.ts';
+import { isSwitchRecord, SIZE_OF_XLOG_RECORD } from '../../wal/record.ts';
 import {
   formatLsn, historyFileName, isValidSegmentSize, parseSegmentFileName, segmentFileName, XLOG_BLCKSZ,
 } from '../../wal/segment.ts';
@@ -149,10 +152,34 @@ function recoverEnd(dir: string, mine: SegFile[], segSize: number, heads: Map<st
   syncFile(file);
   if (!hasWal(heads.get(open.name)!)) return segStart;
   const bytes = fs.readFileSync(file);
-  const found = findEndOfWal(bytes, segStart, segSize, Math.min(bytes.length, segSize));
-  const end = found ? found.endLsn : segStart;
+  let known = Math.min(bytes.length, segSize);
+  let last: SegmentRecord | null = null;
+  for (const rec of walkSegment(bytes, segStart, segSize, known)) last = rec;
+  let end = last ? last.endLsn : segStart;
+  if (last && isSwitchRecord(last.header)) {
+    // What follows an XLOG_SWITCH up to the segment end may not have arrived: the file
+    // holds the spare's zeros there, or nothing (a file that grew). PostgreSQL >= 14 writes
+    // only zeros there (page headers included), so zeros up to the segment end are the
+    // upstream's bytes; before 14 those pages carry headers: resume right after the record
+    // (24 bytes, across at most one page header) and take the rest from the upstream.
+    const off = Number(last.lsn - segStart);
+    const recEnd = off + SIZE_OF_XLOG_RECORD + (off % XLOG_BLCKSZ + SIZE_OF_XLOG_RECORD > XLOG_BLCKSZ ? SIZE_OF_SHORT_PHD : 0);
+    const zeroedAfter = (majorVersionFromMagic(readPageHeader(bytes, 0).magic) ?? 0) >= 14;
+    if (zeroedAfter && bytes.subarray(recEnd, known).every((b) => b === 0)) {
+      if (known < segSize) {
+        const fd = fs.openSync(file, 'r+');
+        try { fs.ftruncateSync(fd, segSize); fs.fdatasyncSync(fd); } finally { fs.closeSync(fd); }
+        known = segSize;
+      }
+      end = segStart + seg;
+    } else {
+      end = segStart + BigInt(recEnd);
+    }
+  }
+  // Never past what the file holds (the MAXALIGN padding of the last record may be missing).
+  if (end > segStart + BigInt(known)) end = segStart + BigInt(known);
   if (end >= segStart + seg) {
-    // Crashed between the last fdatasync of a full segment and its rename.
+    // A complete segment: crashed between its last fdatasync and its rename.
     fs.renameSync(file, path.join(dir, segmentFileName(open.tli, open.segno, segSize)));
     return segStart + seg;
   }
