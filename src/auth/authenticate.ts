@@ -114,7 +114,8 @@ async function passwordAuth(conn: AuthConnection, user: string, role: UserEntry 
   conn.write(authenticationCleartextPassword());
   const body = await readResponse(conn, 'password');
   if (body === null) return null;
-  const password = parsePasswordPacket(body);
+  parsePasswordPacket(body); // its checks (one string, not empty); the password is its raw bytes
+  const password = body.subarray(0, body.length - 1);
   return role?.verifier ? verifyPlainPassword(user, role.verifier, password) : false;
 }
 
@@ -143,12 +144,12 @@ async function scramAuth(conn: AuthConnection, m: AuthMaterial, req: AuthRequest
   c.end();
   for (;;) {
     const r = exchange.step(input);
-    if (r?.kind === 'failure') return false;
-    if (r?.kind === 'success') {
+    if (r.kind === 'failure') return false;
+    if (r.kind === 'success') {
       conn.write(authenticationSASLFinal(r.output));
       return true;
     }
-    if (r?.kind === 'continue') conn.write(authenticationSASLContinue(r.output));
+    conn.write(authenticationSASLContinue(r.output));
     input = await readResponse(conn, 'SASL');
     if (input === null) return null;
   }

@@ -114,22 +114,36 @@ export function parseHba(text: string, file: string,
   return out;
 }
 
-/** `@file` tokens: the file's own tokens (whitespace or comma separated, # comments). */
-function expandIncludes(field: Token[], file: string, line: number, readInclude: (p: string) => string): Token[] {
+/** How deep `@file` may nest; deeper is a load error (an include loop, most likely). */
+const MAX_INCLUDE_DEPTH = 10;
+
+/**
+ * `@file` tokens: the file's own tokens (whitespace or comma separated, # comments),
+ * with its own `@file` tokens expanded in turn (tokenize_inc_file is recursive), so
+ * an `@` token never survives as a literal name a client could call itself.
+ */
+function expandIncludes(field: Token[], file: string, line: number, readInclude: (p: string) => string,
+  from = file, depth = 0): Token[] {
   const out: Token[] = [];
   for (const t of field) {
     if (t.quoted || !t.text.startsWith('@') || t.text.length === 1) {
       out.push(t);
       continue;
     }
-    const inc = path.resolve(path.dirname(file), t.text.slice(1));
-    let text: string;
+    const inc = path.resolve(path.dirname(from), t.text.slice(1));
+    const cannot = (why: string): never => {
+      throw new AuthConfigError(`could not open secondary authentication file "@${t.text.slice(1)}" as "${inc}": ${why}`, file, line);
+    };
+    if (depth >= MAX_INCLUDE_DEPTH) cannot(`nested too deeply (more than ${MAX_INCLUDE_DEPTH} levels)`);
+    let text = '';
     try {
       text = readInclude(inc);
     } catch (e) {
-      throw new AuthConfigError(`could not open secondary authentication file "@${t.text.slice(1)}" as "${inc}": ${(e as Error).message}`, file, line);
+      cannot((e as Error).message);
     }
-    for (const rec of confLines(text, inc)) for (const f of rec.fields) out.push(...f);
+    for (const rec of confLines(text, inc)) {
+      for (const f of rec.fields) out.push(...expandIncludes(f, file, line, readInclude, inc, depth + 1));
+    }
   }
   return out;
 }

@@ -5,10 +5,13 @@
 // generation counter in a small SharedArrayBuffer. Each sender thread re-reads the
 // files when it sees a new generation at its next connection, so new connections
 // use the new material and established ones are untouched. If a thread's re-read
-// fails (file changed again in between), it keeps what it had.
+// fails (file changed again in between), it keeps what it had. It also owns the
+// mock authentication nonce, kept in the data directory like PostgreSQL's in
+// pg_control.
 
-import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from '../log.ts';
 import { AuthConfigError } from './conf-lines.ts';
 import { parseHba, type HbaLine } from './hba.ts';
@@ -20,6 +23,8 @@ export type AuthPaths = {
   usersFile: string | null;
   sslCertFile: string | null;
   sslKeyFile: string | null;
+  /** pg-walsender's data directory, where the mock authentication nonce is kept; null: one per process. */
+  dataDir: string | null;
 };
 
 export type AuthMaterial = {
@@ -30,14 +35,45 @@ export type AuthMaterial = {
   /** null: no certificate configured; SSLRequest is answered 'N'. */
   tls: TlsMaterial | null;
   /**
-   * Secret that keys the mock SCRAM salt of unknown users. Derived from the users
-   * file (itself secret: it holds the verifiers), so it is the same on every thread
-   * and across restarts, like PostgreSQL's mock_authentication_nonce in pg_control.
+   * Secret that keys the mock SCRAM salt of unknown users, like PostgreSQL's
+   * mock_authentication_nonce in pg_control: random once, then the same on every
+   * thread, across reloads and restarts. (Were it to change when the users file
+   * does, an unknown user's salt would change while a real user's stays, telling
+   * them apart.)
    */
   mockNonce: Buffer;
 };
 
-export type AuthWorkerData = { sab: SharedArrayBuffer; paths: AuthPaths };
+export type AuthWorkerData = { sab: SharedArrayBuffer; paths: AuthPaths; mockNonce: string };
+
+export const MOCK_NONCE_FILE = 'mock_authentication_nonce';
+const MOCK_NONCE_LEN = 32;
+
+/** Reads the data directory's mock nonce, creating it on first start; throws Error when it cannot. */
+export function mockAuthenticationNonce(dataDir: string | null): Buffer {
+  if (dataDir === null) return randomBytes(MOCK_NONCE_LEN);
+  const file = path.join(dataDir, MOCK_NONCE_FILE);
+  const parse = (text: string): Buffer => {
+    if (!/^[0-9a-f]{64}\n?$/.test(text)) throw new Error(`invalid mock authentication nonce in "${file}" (expected 64 hex digits; remove the file to make a new one)`);
+    return Buffer.from(text.slice(0, 64), 'hex');
+  };
+  try {
+    return parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp.${process.pid}`;
+  fs.writeFileSync(tmp, `${randomBytes(MOCK_NONCE_LEN).toString('hex')}\n`, { mode: 0o600, flush: true });
+  try {
+    fs.linkSync(tmp, file); // never replaces a nonce another process just wrote
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+  return parse(fs.readFileSync(file, 'utf8'));
+}
 
 const GENERATION = 0;
 const TIMEOUT_MS = 1;
@@ -55,12 +91,11 @@ function readText(file: string, what: string): string {
 }
 
 /** Reads every configured file; throws Error (AuthConfigError for the text files) on the first problem. */
-export function loadAuthMaterial(p: AuthPaths): AuthMaterial {
+export function loadAuthMaterial(p: AuthPaths, mockNonce: Buffer): AuthMaterial {
   const usersText = p.usersFile ? readText(p.usersFile, 'users file') : '';
   const users = p.usersFile ? parseUsers(usersText, p.usersFile) : null;
   const hba = p.hbaFile ? parseHba(readText(p.hbaFile, 'hba file'), p.hbaFile) : null;
   const tls = p.sslCertFile && p.sslKeyFile ? loadTls(p.sslCertFile, p.sslKeyFile) : null;
-  const mockNonce = createHash('sha256').update('pg-walsender mock authentication nonce\0').update(usersText).digest();
   return { hba, users, tls, mockNonce };
 }
 
@@ -76,6 +111,7 @@ export class AuthControl {
   private readonly i32: Int32Array;
   readonly paths: AuthPaths;
   private readonly log: Logger;
+  private readonly mockNonce: Buffer;
 
   /** Throws when a configured file is missing or invalid: the server must not start with it. */
   constructor(paths: AuthPaths, authenticationTimeoutMs: number, log: Logger) {
@@ -83,7 +119,8 @@ export class AuthControl {
     this.log = log;
     this.i32 = new Int32Array(new SharedArrayBuffer(8));
     Atomics.store(this.i32, TIMEOUT_MS, authenticationTimeoutMs);
-    const m = loadAuthMaterial(paths);
+    this.mockNonce = mockAuthenticationNonce(paths.dataDir);
+    const m = loadAuthMaterial(paths, this.mockNonce);
     if (authenticationOff(m)) {
       log.warn('authentication is off: every client may stream WAL as any user (set hba_file and users_file to require passwords)');
     } else if (m.hba === null) {
@@ -99,14 +136,14 @@ export class AuthControl {
   }
 
   workerData(): AuthWorkerData {
-    return { sab: this.i32.buffer as SharedArrayBuffer, paths: this.paths };
+    return { sab: this.i32.buffer as SharedArrayBuffer, paths: this.paths, mockNonce: this.mockNonce.toString('hex') };
   }
 
   /** SIGHUP: re-validate the files; the threads pick them up only if all are valid. */
   reload(authenticationTimeoutMs: number): void {
     Atomics.store(this.i32, TIMEOUT_MS, authenticationTimeoutMs);
     try {
-      const m = loadAuthMaterial(this.paths);
+      const m = loadAuthMaterial(this.paths, this.mockNonce);
       Atomics.add(this.i32, GENERATION, 1);
       Atomics.notify(this.i32, GENERATION); // every sender thread re-reads now (AuthCache.follow)
       this.log.info(describe(m), 'authentication material reloaded');
@@ -120,6 +157,7 @@ export class AuthControl {
 export class AuthCache {
   private readonly i32: Int32Array;
   private readonly paths: AuthPaths;
+  private readonly mockNonce: Buffer;
   private readonly log: Logger;
   private generation = -1;
   private material: AuthMaterial | null = null;
@@ -127,6 +165,7 @@ export class AuthCache {
   constructor(data: AuthWorkerData, log: Logger) {
     this.i32 = new Int32Array(data.sab);
     this.paths = data.paths;
+    this.mockNonce = Buffer.from(data.mockNonce, 'hex');
     this.log = log;
     this.follow();
   }
@@ -150,11 +189,11 @@ export class AuthCache {
     const gen = Atomics.load(this.i32, GENERATION);
     if (gen !== this.generation || this.material === null) {
       try {
-        this.material = loadAuthMaterial(this.paths);
+        this.material = loadAuthMaterial(this.paths, this.mockNonce);
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'could not re-read authentication files; keeping the previous ones');
         // Never fail open: without any valid material, nobody gets in.
-        this.material ??= { hba: [], users: new Map(), tls: null, mockNonce: Buffer.alloc(32) };
+        this.material ??= { hba: [], users: new Map(), tls: null, mockNonce: this.mockNonce };
       }
       this.generation = gen;
     }

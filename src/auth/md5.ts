@@ -38,9 +38,15 @@ export function md5VerifyResponse(verifier: string, salt: Buffer, response: stri
   return equalStrings(md5Response(verifier, salt), response);
 }
 
-/** plain_crypt_verify: a cleartext password against an md5 or SCRAM verifier. */
-export async function verifyPlainPassword(user: string, verifier: string, password: string): Promise<boolean> {
-  if (isMd5Verifier(verifier)) return equalStrings(md5Verifier(password, user), verifier);
+/**
+ * plain_crypt_verify: a cleartext password against an md5 or SCRAM verifier. The
+ * password as the client sent it (bytes) or as text (encoded as UTF-8).
+ */
+export async function verifyPlainPassword(user: string, verifier: string, password: string | Buffer): Promise<boolean> {
+  if (isMd5Verifier(verifier)) {
+    const bytes = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
+    return equalStrings(`md5${md5hex(bytes, Buffer.from(user, 'utf8'))}`, verifier);
+  }
   const secret = parseScramSecret(verifier);
   return secret !== null && await scramVerifyPlainPassword(password, secret);
 }

@@ -36,3 +36,18 @@ export function saslprep(password: string): string {
   }
   return mapped;
 }
+
+/**
+ * pg_saslprep on the bytes a client sent: bytes that are not valid UTF-8 are used
+ * as they are (PostgreSQL does the same; decoding them would turn different
+ * passwords into the same U+FFFD text).
+ */
+export function saslprepBytes(password: Buffer): Buffer {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(password);
+  } catch {
+    return password;
+  }
+  return Buffer.from(saslprep(text), 'utf8');
+}

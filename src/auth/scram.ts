@@ -8,7 +8,7 @@
 import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { PgError } from '../protocol/errors.ts';
-import { saslprep } from './saslprep.ts';
+import { saslprep, saslprepBytes } from './saslprep.ts';
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 export const SCRAM_SHA_256_PLUS = 'SCRAM-SHA-256-PLUS';
@@ -60,8 +60,9 @@ const pbkdf2Async = promisify(pbkdf2);
  * against a secret. Asynchronous: PBKDF2 runs on the libuv pool, so the other
  * standbys of this sender thread are not held up by it.
  */
-export async function scramVerifyPlainPassword(password: string, secret: ScramSecret): Promise<boolean> {
-  const salted = await pbkdf2Async(Buffer.from(saslprep(password), 'utf8'), Buffer.from(secret.salt, 'base64'),
+export async function scramVerifyPlainPassword(password: string | Buffer, secret: ScramSecret): Promise<boolean> {
+  const bytes = typeof password === 'string' ? Buffer.from(saslprep(password), 'utf8') : saslprepBytes(password);
+  const salted = await pbkdf2Async(bytes, Buffer.from(secret.salt, 'base64'),
     secret.iterations, KEY_LEN, 'sha256');
   return timingSafeEqual(hmac(salted, 'Server Key'), secret.serverKey);
 }
@@ -165,8 +166,13 @@ export class ScramExchange {
   }
 
   /** The next client message (raw bytes); null only for an absent initial response. */
-  step(input: Buffer | null): ScramStep | null {
-    if (input === null) return null; // no initial response: wait for the next message
+  step(input: Buffer | null): ScramStep {
+    // No initial response: an empty challenge, to which the client answers with
+    // its client-first-message (auth-scram.c). Without it the client would wait.
+    if (input === null) {
+      if (this.state !== 'init') throw new PgError('FATAL', 'XX000', 'invalid SCRAM exchange state');
+      return { kind: 'continue', output: Buffer.alloc(0) };
+    }
     if (input.length === 0) throw malformed('The message is empty.');
     if (input.includes(0)) throw malformed('Message length does not match input length.');
     // latin1 keeps every byte as one char, so AuthMessage is rebuilt byte for byte.

@@ -5,15 +5,18 @@
 // AuthenticationOk; TLS with sslmode=verify-full against a test CA, and
 // channel_binding=require over TLS; users and hba re-read on SIGHUP.
 
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import tlsModule from 'node:tls';
 import t, { type Test } from 'tap';
 import { md5Verifier } from '../../src/auth/md5.ts';
 import { SETTINGS } from '../../src/config.ts';
 import { AuthCode } from '../../src/protocol/backend.ts';
-import { sslRequest, startupMessage } from '../../src/protocol/client.ts';
+import { parseAuthentication, saslInitialResponse, saslResponse, sslRequest, startupMessage } from '../../src/protocol/client.ts';
+import { ScramClient } from '../../src/auth/scram-client.ts';
 import { receiveWal, startCluster, waitForSegments } from '../helpers/pg.ts';
-import { makeTempDir, pgBin, run, sha256File } from '../helpers/proc.ts';
+import { freePort, makeTempDir, pgBin, run, sha256File } from '../helpers/proc.ts';
 import { NODE, REPO_ROOT, startWalsender } from '../helpers/server.ts';
 import { errorOf, types, WireClient } from '../helpers/wire.ts';
 import { makeTestPki } from './certs.ts';
@@ -37,6 +40,17 @@ const md5v = await verifier('rmd5');
 const noreplVerifier = await verifier('norepl');
 await pg.destroy();
 
+// Verifiers of a password that is not UTF-8 ("pé" in LATIN1), computed as PostgreSQL
+// does from the raw bytes: md5(password || user), and SCRAM with the bytes unprepared
+// (pg_saslprep gives up on invalid UTF-8).
+const LATIN1_PW = Buffer.from([0x70, 0xe9]);
+const latin1Md5 = `md5${createHash('md5').update(LATIN1_PW).update('latin1md5').digest('hex')}`;
+const latin1Scram = (() => {
+  const salt = Buffer.alloc(16, 3);
+  const salted = pbkdf2Sync(LATIN1_PW, salt, 4096, 32, 'sha256');
+  const key = (k: string): Buffer => createHmac('sha256', salted).update(k).digest();
+  return `SCRAM-SHA-256$4096:${salt.toString('base64')}$${createHash('sha256').update(key('Client Key')).digest('base64')}:${key('Server Key').toString('base64')}`;
+})();
 const usersFile = path.join(tmp.path, 'users');
 const hbaFile = path.join(tmp.path, 'hba.conf');
 fs.writeFileSync(usersFile, `rscram ${scramVerifier} replication
@@ -45,6 +59,8 @@ norepl ${noreplVerifier} noreplication
 md5only ${md5Verifier('secret', 'md5only')} replication
 pwuser ${scramVerifier} replication
 tlsonly ${scramVerifier} replication
+latin1md5 ${latin1Md5} replication
+latin1scram ${latin1Scram} replication
 `);
 const HBA = `hostssl   replication tlsonly  127.0.0.1/32 scram-sha-256
 hostnossl replication tlsonly  127.0.0.1/32 reject
@@ -52,6 +68,7 @@ host      replication rejected 127.0.0.1/32 reject
 host      replication pwuser   127.0.0.1/32 password
 host      replication md5only  127.0.0.1/32 scram-sha-256
 host      replication trusty   127.0.0.1/32 trust
+host      replication latin1md5,latin1scram 127.0.0.1/32 password
 host      replication rscram,rmd5,norepl,ghost,cliuser 127.0.0.1/32 md5
 `;
 fs.writeFileSync(hbaFile, HBA);
@@ -168,6 +185,56 @@ t.test('pg_receivewal over TLS with SCRAM channel binding streams byte-identical
   for (const n of names) t.equal(await sha256File(path.join(recv.path, n)), await sha256File(path.join(dataDir, n)), `${n} byte-identical`);
 });
 
+t.test('pg_receivewal: the md5 password streams byte-identical WAL; wrong passwords get 28P01', async (t) => {
+  const recv = await makeTempDir('pgws-auth-md5-');
+  t.teardown(() => recv.remove());
+  const rw = receiveWal({ host: '127.0.0.1', port: ws.port, dir: recv.path, user: 'rmd5', env: { PGPASSWORD: 'secret' } });
+  t.teardown(() => rw.kill());
+  const m = await rw.waitFor(/starting log streaming at (\S+)/, 15_000);
+  const [hi, lo] = m[1]!.split('/').map((x) => parseInt(x, 16));
+  const name = `00000001000000000000${Math.floor((hi! * 2 ** 32 + lo!) / MB).toString(16).toUpperCase().padStart(4, '0')}`;
+  await waitForSegments(recv.path, [name], 20_000, { segmentSize: MB, proc: rw });
+  t.equal(await sha256File(path.join(recv.path, name)), await sha256File(path.join(dataDir, name)), `${name} byte-identical`);
+  for (const user of ['rscram', 'rmd5']) {
+    const bad = await makeTempDir('pgws-auth-bad-');
+    t.teardown(() => bad.remove());
+    const p = receiveWal({ host: '127.0.0.1', port: ws.port, dir: bad.path, user, env: { PGPASSWORD: 'wrong' } });
+    const e = await p.exited;
+    t.not(e.code, 0, `${user}: pg_receivewal fails`);
+    t.match(p.output(), `FATAL:  password authentication failed for user "${user}"`, `${user}: 28P01's text`);
+    t.same(fs.readdirSync(bad.path), [], `${user}: no WAL received`);
+  }
+});
+
+t.test('password method: the password is the client\'s bytes, even when they are not UTF-8', async (t) => {
+  const raw = (user: string, pw: Buffer): Promise<{ requests: number[]; error: ReturnType<typeof errorOf> | null }> => (async () => {
+    const c = await WireClient.connect(ws.port);
+    t.teardown(() => c.end());
+    c.write(startupMessage([['user', user], ['database', 'replication'], ['replication', 'true']]));
+    const requests: number[] = [];
+    for (;;) {
+      const m = await c.next();
+      if (!m || m.type === 'Z') return { requests, error: null };
+      if (m.type === 'E') return { requests, error: errorOf(m) };
+      if (m.type !== 'R') continue;
+      requests.push(parseAuthentication(m.body).code);
+      if (requests.at(-1) === AuthCode.PASSWORD) {
+        const body = Buffer.concat([pw, Buffer.from([0])]);
+        const head = Buffer.alloc(5);
+        head.write('p');
+        head.writeInt32BE(4 + body.length, 1);
+        c.write(Buffer.concat([head, body]));
+      }
+    }
+  })();
+  for (const user of ['latin1md5', 'latin1scram']) {
+    const ok = await raw(user, LATIN1_PW);
+    t.same(ok, { requests: [AuthCode.PASSWORD, AuthCode.OK], error: null }, `${user}: the right bytes log in`);
+    const other = await raw(user, Buffer.from([0x70, 0xe8]));
+    t.equal(other.error?.code, '28P01', `${user}: another invalid byte is another password`);
+  }
+});
+
 t.test('bytes sent along with the SSLRequest are refused', async (t) => {
   const c = await WireClient.connect(ws.port);
   c.write(Buffer.concat([sslRequest(), startupMessage([['user', 'rscram'], ['replication', 'true']])]));
@@ -178,6 +245,38 @@ t.test('bytes sent along with the SSLRequest are refused', async (t) => {
   await c.closedByServer();
 });
 
+/** The SCRAM salt the server shows `user` (a mock one for an unknown user). */
+async function saltShown(user: string): Promise<string> {
+  const c = await WireClient.connect(ws.port);
+  c.write(startupMessage([['user', user], ['database', 'replication'], ['replication', 'true']]));
+  const req = await c.next();
+  if (req?.type !== 'R' || parseAuthentication(req.body).code !== AuthCode.SASL) throw new Error(`${user}: no SASL request`);
+  c.write(saslInitialResponse('SCRAM-SHA-256', new ScramClient({ password: 'x' }).clientFirst()));
+  const m = await c.next();
+  c.end();
+  if (m?.type !== 'R' || parseAuthentication(m.body).code !== AuthCode.SASL_CONTINUE) throw new Error(`${user}: no server-first`);
+  return /,s=([^,]+),/.exec(parseAuthentication(m.body).data.toString())![1]!;
+}
+
+t.test('SASLInitialResponse without an initial response: an empty SASLContinue, then the exchange', async (t) => {
+  const c = await WireClient.connect(ws.port);
+  t.teardown(() => c.end());
+  c.write(startupMessage([['user', 'rscram'], ['database', 'replication'], ['replication', 'true']]));
+  t.equal(parseAuthentication((await c.next())!.body).code, AuthCode.SASL);
+  c.write(saslInitialResponse('SCRAM-SHA-256', null));
+  const empty = await c.next(3000);
+  t.same(empty && parseAuthentication(empty.body), { code: AuthCode.SASL_CONTINUE, data: Buffer.alloc(0) }, 'empty challenge');
+  const scram = new ScramClient({ password: 'secret' });
+  c.write(saslResponse(scram.clientFirst()));
+  const first = parseAuthentication((await c.next())!.body);
+  t.equal(first.code, AuthCode.SASL_CONTINUE, 'server-first');
+  c.write(saslResponse(scram.clientFinal(first.data)));
+  const fin = parseAuthentication((await c.next())!.body);
+  t.equal(fin.code, AuthCode.SASL_FINAL);
+  t.ok(scram.verifyServerFinal(fin.data), 'server signature');
+  t.equal(parseAuthentication((await c.next())!.body).code, AuthCode.OK);
+});
+
 async function addUser(t: Test, name: string, password: string): Promise<void> {
   const r = await run(NODE, [path.join(REPO_ROOT, 'src/main.ts'), 'user', 'add', name, '--users-file', usersFile], { input: `${password}\n` });
   t.equal(r.code, 0, r.stderr);
@@ -185,6 +284,9 @@ async function addUser(t: Test, name: string, password: string): Promise<void> {
 }
 
 t.test('user add, then SIGHUP: new users and hba lines apply to new connections', async (t) => {
+  const ghostSalt = await saltShown('ghost');
+  const realSalt = await saltShown('rscram');
+  t.equal(await saltShown('ghost'), ghostSalt, 'an unknown user always sees the same salt');
   await addUser(t, 'cliuser', 'n3w-pass');
   t.notMatch(fs.readFileSync(usersFile, 'utf8'), 'n3w-pass', 'only the verifier is stored');
   let r = await login(ws.port, 'cliuser', 'n3w-pass');
@@ -195,6 +297,10 @@ t.test('user add, then SIGHUP: new users and hba lines apply to new connections'
   r = await login(ws.port, 'cliuser', 'n3w-pass');
   t.equal(r.error, null, 'after SIGHUP the new user logs in');
   r.client.end();
+  // PostgreSQL's mock salt is fixed for the cluster: if editing the users file changed
+  // it, the salts shown before and after would tell unknown users from real ones.
+  t.equal(await saltShown('rscram'), realSalt, 'a real user keeps its salt');
+  t.equal(await saltShown('ghost'), ghostSalt, 'so an unknown user keeps its mock salt across a users-file change');
   // A broken hba file on reload is refused; the old rules stay.
   fs.writeFileSync(hbaFile, 'host replication all all bogus\n');
   ws.proc.child.kill('SIGHUP');
@@ -213,6 +319,59 @@ t.test('user add, then SIGHUP: new users and hba lines apply to new connections'
     }
     throw new Error(`still ${JSON.stringify(r.error)}`);
   }, 'the new hba file applies: cliuser has no line any more');
+});
+
+t.test('SIGHUP reloads the certificate and key: new connections get the new ones', async (t) => {
+  const next = await makeTestPki(await fs.promises.mkdtemp(path.join(tmp.path, 'pki2-')));
+  fs.copyFileSync(next.serverCert, pki.serverCert);
+  fs.copyFileSync(next.serverKey, pki.serverKey);
+  ws.proc.child.kill('SIGHUP');
+  const tls = (ca: string): Record<string, string> => ({ host: 'localhost', sslmode: 'verify-full', sslrootcert: ca, user: 'rscram', channel_binding: 'require' });
+  let r = await psql(tls(next.caCert), 'secret');
+  for (let i = 0; i < 50 && !SYSID.test(r.out); i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    r = await psql(tls(next.caCert), 'secret');
+  }
+  t.match(r.out, SYSID, 'verify-full against the new CA, with channel binding to the new certificate');
+  r = await psql(tls(pki.caCert), 'secret');
+  t.not(r.code, 0, 'the old CA no longer verifies the server');
+});
+
+t.test('TLS 1.2 is the minimum', async (t) => {
+  const handshake = async (maxVersion: tlsModule.SecureVersion): Promise<string> => {
+    const c = await WireClient.connect(ws.port);
+    t.teardown(() => c.end());
+    c.write(sslRequest());
+    if (await c.nextByte() !== 'S') return 'no S';
+    c.socket.removeAllListeners('data');
+    return new Promise((resolve) => {
+      const s = tlsModule.connect({ socket: c.socket, rejectUnauthorized: false, minVersion: 'TLSv1', maxVersion, ciphers: 'DEFAULT@SECLEVEL=0' },
+        () => resolve(`connected ${s.getProtocol()}`));
+      s.on('error', (e) => resolve(`error ${e.message}`));
+    });
+  };
+  t.match(await handshake('TLSv1.1'), /^error .*protocol version/, 'a TLS 1.1 client is refused');
+  t.equal(await handshake('TLSv1.2'), 'connected TLSv1.2', 'TLS 1.2 is accepted');
+});
+
+t.test('hba addresses on a dual-stack listener: IPv4 clients match IPv4 lines, ::1 only IPv6 lines', async (t) => {
+  const hba6 = path.join(tmp.path, 'hba6.conf');
+  fs.writeFileSync(hba6, 'host replication rscram 127.0.0.1/32 scram-sha-256\nhost replication rmd5 ::1/128 md5\n');
+  const port = await freePort();
+  const ws6 = await startWalsender(['--data-dir', path.join(tmp.path, 'data6'), '--demo-wal-segment-size', '1MB',
+    '--hba-file', hba6, '--users-file', usersFile, '--listen', `[::]:${port}`], { t, port });
+  const at = async (host: string, user: string): Promise<string> => {
+    const r = await run(pgBin('psql'), ['-X', '-A', '-t', '-c', 'IDENTIFY_SYSTEM',
+      `host=${host} port=${ws6.port} user=${user} replication=true sslmode=disable`], { env: { PGPASSWORD: 'secret' } });
+    return (r.stdout + r.stderr).trim();
+  };
+  t.match(await at('127.0.0.1', 'rscram'), SYSID, 'an IPv4 client (IPv4-mapped on this socket) matches 127.0.0.1/32');
+  t.match(await at('::1', 'rmd5'), SYSID, '::1 matches ::1/128');
+  t.match(await at('::1', 'rscram'), 'FATAL:  no pg_hba.conf entry for replication connection from host "::1", user "rscram", no encryption',
+    'an address without an hba line: 28000, naming it');
+  t.match(await at('127.0.0.1', 'rmd5'), 'FATAL:  no pg_hba.conf entry for replication connection from host "127.0.0.1", user "rmd5", no encryption',
+    'an IPv4 client never matches an IPv6 line');
+  await ws6.stop();
 });
 
 t.test('the server is still healthy', async (t) => {

@@ -8,6 +8,7 @@ import t from 'tap';
 import { AuthConfigError } from '../../src/auth/conf-lines.ts';
 import { matchHba, parseHba } from '../../src/auth/hba.ts';
 import { inNet, normalizeClientAddr, parseAddrMask, parseCidr } from '../../src/auth/inet.ts';
+import { MOCK_NONCE_FILE, mockAuthenticationNonce } from '../../src/auth/material.ts';
 import { buildScramSecret } from '../../src/auth/scram.ts';
 import { formatUserLine, parseUsers, upsertUserLine } from '../../src/auth/users.ts';
 
@@ -53,6 +54,22 @@ t.test('@file includes users relative to the hba file', async (t) => {
   const lines = parseHba(fs.readFileSync(path.join(dir, 'hba.conf'), 'utf8'), path.join(dir, 'hba.conf'));
   for (const u of ['s1', 's2', 's3']) t.equal(lineFor(lines, '1.2.3.4', u), 1, u);
   t.equal(lineFor(lines, '1.2.3.4', 's4'), null);
+});
+
+t.test('@file inside an included file is expanded too, never taken as a user name', async (t) => {
+  // PostgreSQL's tokenize_inc_file expands @ recursively; a literal "@inner.txt"
+  // token would let a client calling itself "@inner.txt" match the line.
+  const dir = t.testdir({
+    'hba.conf': 'host replication @outer.txt all trust\n', 'outer.txt': 'alice\n@inner.txt\n', 'inner.txt': 'bob, "@quoted"\n',
+    'loop.conf': 'host replication @loop.txt all trust\n', 'loop.txt': '@loop.txt\n',
+  });
+  const lines = parseHba(fs.readFileSync(path.join(dir, 'hba.conf'), 'utf8'), path.join(dir, 'hba.conf'));
+  t.equal(lineFor(lines, '1.2.3.4', 'alice'), 1);
+  t.equal(lineFor(lines, '1.2.3.4', 'bob'), 1, 'a user of the nested file');
+  t.equal(lineFor(lines, '1.2.3.4', '@inner.txt'), null, 'the @ token itself matches nobody');
+  t.equal(lineFor(lines, '1.2.3.4', '@quoted'), 1, 'a quoted @name is a name');
+  t.throws(() => parseHba(fs.readFileSync(path.join(dir, 'loop.conf'), 'utf8'), path.join(dir, 'loop.conf')),
+    /could not open secondary authentication file "@loop.txt".*nested too deeply/, 'an include loop is a load error');
 });
 
 t.test('load errors name the line and never open or close access silently', async (t) => {
@@ -120,4 +137,15 @@ plain      md53175bce1d3201d16594cebf9d7eb3f9d
   t.equal(parseUsers(replaced.text, '/u').size, 2, 'the edited file reads back');
   t.equal(formatUserLine({ name: 'q"x', verifier: null, replication: true, superuser: false }), '"q""x" - replication');
   t.equal(parseUsers('"q""x" - replication', '/u').get('q"x')?.name, 'q"x', 'quotes round-trip');
+});
+
+t.test('the mock authentication nonce: made once in the data directory, owner-only, then always the same', async (t) => {
+  const dir = path.join(t.testdir({}), 'data');
+  const first = mockAuthenticationNonce(dir);
+  t.equal(first.length, 32);
+  t.equal(fs.statSync(path.join(dir, MOCK_NONCE_FILE)).mode & 0o777, 0o600);
+  t.same(mockAuthenticationNonce(dir), first, 'read back, not remade');
+  t.notSame(mockAuthenticationNonce(path.join(dir, 'other')), first, 'random for another data directory');
+  fs.writeFileSync(path.join(dir, MOCK_NONCE_FILE), 'short\n');
+  t.throws(() => mockAuthenticationNonce(dir), /invalid mock authentication nonce/, 'a damaged file stops the start');
 });

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { endPointHashAlgorithm } from '../../src/auth/tls.ts';
 import { isMd5Verifier, md5Response, md5Verifier, md5VerifyResponse, verifyPlainPassword } from '../../src/auth/md5.ts';
-import { saslprep } from '../../src/auth/saslprep.ts';
+import { saslprep, saslprepBytes } from '../../src/auth/saslprep.ts';
 import { ScramClient } from '../../src/auth/scram-client.ts';
 import {
   buildScramSecret, parseScramSecret, ScramExchange, type ScramOptions, type ScramStep,
@@ -34,6 +34,13 @@ t.test('RFC 7677 test vector, server side', async (t) => {
   t.match(rfcSecret, /^SCRAM-SHA-256\$4096:W22ZaJ0SNY7soEsUEjb6gQ==\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$/);
   const s = exchange();
   t.equal(text(s.step(Buffer.from(RFC.clientFirst))), `continue ${RFC.serverFirst}`);
+  t.equal(text(s.step(Buffer.from(RFC.clientFinal))), `success ${RFC.serverFinal}`);
+});
+
+t.test('no initial response: an empty SASLContinue asks for client-first (scram_exchange)', async (t) => {
+  const s = exchange();
+  t.equal(text(s.step(null)), 'continue ', 'empty challenge, as PostgreSQL sends');
+  t.equal(text(s.step(Buffer.from(RFC.clientFirst))), `continue ${RFC.serverFirst}`, 'then the usual exchange');
   t.equal(text(s.step(Buffer.from(RFC.clientFinal))), `success ${RFC.serverFinal}`);
 });
 
@@ -141,6 +148,8 @@ t.test('SASLprep', async (t) => {
   t.equal(saslprep('a\u00A0b'), 'a b', 'non-ASCII space mapped to space');
   t.equal(saslprep('\u2168'), 'IX', 'NFKC');
   t.equal(saslprep('a\u0007b\u00e9'), 'a\u0007b\u00e9', 'a prohibited character: the password is used as given');
+  t.same(saslprepBytes(Buffer.from([0x70, 0xe9])), Buffer.from([0x70, 0xe9]), 'not UTF-8: the raw bytes');
+  t.same(saslprepBytes(Buffer.from('I\u00ADX')), Buffer.from('IX'), 'UTF-8 bytes are prepared');
 });
 
 t.test('tls-server-end-point hash algorithm (RFC 5929 4.1)', async (t) => {

@@ -2,11 +2,14 @@
 // TLS request, part of an authentication exchange, a session, streaming), sends the
 // fuzzed bytes in a few writes, then half-closes. The server must answer with an
 // ErrorResponse or close, and in any case close within a bound once we stopped
-// sending; anything else is a hang.
+// sending; anything else is a hang. It also watches for the worst bug of all: an
+// AuthenticationOk the fuzzed bytes did not earn.
 
 import net from 'node:net';
 import { ScramClient } from '../../src/auth/scram-client.ts';
-import { parseAuthentication, parseDataRow, query, saslInitialResponse, sslRequest, startupMessage } from '../../src/protocol/client.ts';
+import {
+  parseAuthentication, parseDataRow, passwordMessage, query, saslInitialResponse, saslResponse, sslRequest, startupMessage,
+} from '../../src/protocol/client.ts';
 import type { FuzzContext, Phase, Rand } from './generators.ts';
 
 export type Outcome = 'error' | 'closed' | 'closed-after-fin' | 'hang' | 'preamble-failed';
@@ -18,6 +21,10 @@ export type CaseResult = {
   detail: string;
   /** SQLSTATE of the first ErrorResponse after the preamble, if any. */
   code: string | null;
+  /** Fuzzed messages written in full before the server closed (what reached it). */
+  delivered: number;
+  /** An AuthenticationOk arrived after the preamble without the credentials to earn it. */
+  unearnedOk: boolean;
 };
 
 const USER: Partial<Record<Phase, string>> = { sasl: 'fz', sasl2: 'fz', md5: 'fzmd5', password: 'fzpw', command: 'fztrust', streaming: 'fztrust' };
@@ -31,6 +38,8 @@ class RawClient {
   closed = false;
   sawError = false;
   errorCode: string | null = null;
+  /** AuthenticationOk seen after the preamble. */
+  sawAuthOk = false;
   framing = true;
 
   constructor(socket: net.Socket) {
@@ -65,6 +74,7 @@ class RawClient {
         const body = this.buf.subarray(5, 1 + len).toString('latin1');
         this.errorCode = /(?:^|\0)C([0-9A-Z]{5})\0/.exec(body)?.[1] ?? '?';
       }
+      if (this.buf[0] === 0x52 && len === 8 && this.buf.readInt32BE(5) === 0) this.sawAuthOk = true;
       this.buf = this.buf.subarray(1 + len);
     }
   }
@@ -178,24 +188,48 @@ export async function runCase(port: number, phase: Phase, r: Rand, make: (ctx: F
   const clientPort = c.socket.localPort!;
   try {
     const failed = await preamble(c, phase, ctx);
-    const bytes = Buffer.concat(make(ctx));
-    if (failed) return { phase, bytes, outcome: 'preamble-failed', clientPort, detail: failed, code: null };
+    const messages = make(ctx);
+    const bytes = Buffer.concat(messages);
+    const base = { phase, bytes, clientPort, detail: '', delivered: 0, unearnedOk: false };
+    if (failed) return { ...base, outcome: 'preamble-failed', detail: failed, code: null };
     c.scan();
     if (o.noRead) c.socket.pause();
     const cuts = [0, ...Array.from({ length: r.int(3) }, () => r.int(bytes.length + 1)).sort((a, b) => a - b), bytes.length];
+    let written = 0;
     for (let i = 0; i + 1 < cuts.length && !c.closed; i++) {
       c.socket.write(bytes.subarray(cuts[i], cuts[i + 1]));
+      written = cuts[i + 1]!;
       if (r.int(4) === 0) await new Promise((res) => setImmediate(res));
     }
+    let end = 0;
+    for (const m of messages) if ((end += m.length) <= written) base.delivered++;
+    const result = (outcome: Outcome): CaseResult =>
+      ({ ...base, outcome, code: c.errorCode, unearnedOk: c.sawAuthOk && !earnsOk(phase, ctx, bytes) });
     await c.closedWithin(o.quietMs);
     c.socket.resume(); // a paused socket would not notice the server's close
     await c.closedWithin(o.noRead ? o.quietMs : 0);
-    if (c.closed) return { phase, bytes, outcome: c.sawError ? 'error' : 'closed', clientPort, detail: '', code: c.errorCode };
+    if (c.closed) return result(c.sawError ? 'error' : 'closed');
     c.socket.end(); // we are done: the server must close its side within the bound
     const closed = await c.closedWithin(o.finTimeoutMs);
-    return { phase, bytes, outcome: closed ? (c.sawError ? 'error' : 'closed-after-fin') : 'hang', clientPort, detail: '', code: c.errorCode };
+    return result(closed ? (c.sawError ? 'error' : 'closed-after-fin') : 'hang');
   } finally {
     c.socket.destroy();
+  }
+}
+
+/**
+ * Whether these fuzzed bytes could legitimately end in AuthenticationOk: a startup
+ * packet for the trust user, or, once the server asked for it, the one right answer
+ * sent first and intact (the password, or the client-final-message with its proof).
+ * Nothing else knows a password, so an Ok anywhere else is an authentication bypass.
+ */
+function earnsOk(phase: Phase, ctx: FuzzContext, bytes: Buffer): boolean {
+  const startsWith = (m: Buffer): boolean => bytes.subarray(0, m.length).equals(m);
+  switch (phase) {
+    case 'startup': return bytes.includes(Buffer.from('user\0fztrust\0'));
+    case 'password': return startsWith(passwordMessage(FUZZ_PASSWORD));
+    case 'sasl2': return ctx.clientFinal !== undefined && startsWith(saslResponse(ctx.clientFinal));
+    default: return false; // sasl, md5 (no answer can be right), tls, and sessions already authenticated
   }
 }
 

@@ -1,9 +1,10 @@
 // Seeded, time-bounded fuzzing of a running pg-walsender at every phase of a
 // connection: before startup, the TLS request, each authentication method, the
 // command loop and streaming. Random and mutated protocol messages (at least
-// 100 000, from many connections in parallel) must never crash or hang the server:
+// 100 000 delivered, from many connections in parallel) must never crash or hang the server:
 // every connection ends with an ErrorResponse or a close, within a bound once the
-// client stops; no internal error is logged; memory stays bounded; and two good
+// client stops; no connection gets an AuthenticationOk its bytes did not earn (see
+// earnsOk in driver.ts); no internal error is logged; memory stays bounded; and two good
 // pg_receivewal streams running throughout finish byte-identical. Inputs that found
 // a bug are kept in test/fuzz/corpus/ and replayed first as regression fixtures.
 //
@@ -89,6 +90,7 @@ t.test('corpus: inputs that found bugs are replayed first', async (t) => {
     const r = await replayCase(ws.port, phase, prng(1), fs.readFileSync(path.join(CORPUS, f)), { ...CASE, noRead: spec.noRead ?? false });
     t.not(r.outcome, 'hang', `${f}: ${r.outcome}`);
     t.not(r.outcome, 'preamble-failed', `${f}: ${r.detail}`);
+    t.notOk(r.unearnedOk, `${f}: no unearned AuthenticationOk`);
     if (spec.code) t.equal(r.code, spec.code, `${f}: ErrorResponse ${spec.code}`);
   }
   t.equal(internalErrors().length, before, 'no internal error logged');
@@ -118,6 +120,7 @@ t.test(`fuzz: ${MESSAGES} messages, seed ${SEED}, at most ${TIME_MS} ms, with tw
   const byPort = new Map<number, CaseResult>();
   const bugs: string[] = [];
   let sent = 0;
+  const perPhase = new Map<Phase, number>();
   let cases = 0;
   const began = Date.now();
   const deadline = began + TIME_MS;
@@ -128,17 +131,19 @@ t.test(`fuzz: ${MESSAGES} messages, seed ${SEED}, at most ${TIME_MS} ms, with tw
       const phase = r.pick(PHASES);
       const flood = r.int(50) === 0;
       const count = flood ? 200 + r.int(1300) : 1 + r.int(40);
-      sent += count;
       const res = await runCase(ws.port, phase, r, (ctx) => generate(r, phase, ctx, count, flood), { ...CASE, noRead: r.int(6) === 0 }).catch((e: unknown) => {
         // Refused at connect: only acceptable if the server died (asserted below).
         bugs.push(`connect failed: ${(e as Error).message}`);
         return null;
       });
       if (!res) continue;
+      sent += res.delivered; // only what was written before the server closed counts
+      perPhase.set(phase, (perPhase.get(phase) ?? 0) + res.delivered);
       outcomes.set(res.outcome, (outcomes.get(res.outcome) ?? 0) + 1);
       byPort.set(res.clientPort, res);
       if (res.outcome === 'hang') bugs.push(save(res, `no close ${CASE.finTimeoutMs} ms after the client stopped`));
       if (res.outcome === 'preamble-failed') bugs.push(`${phase}: preamble failed: ${res.detail}`);
+      if (res.unearnedOk) bugs.push(save(res, 'AuthenticationOk without the right credentials'));
     }
   };
   await Promise.all(Array.from({ length: PARALLEL }, loop));
@@ -152,8 +157,10 @@ t.test(`fuzz: ${MESSAGES} messages, seed ${SEED}, at most ${TIME_MS} ms, with tw
     const r = byPort.get(port);
     bugs.push(r ? save(r, `internal error: ${line.slice(0, 300)}`) : `internal error: ${line.slice(0, 300)}`);
   }
-  t.same(bugs, [], 'no hang, no internal error (inputs saved to test/fuzz/corpus/)');
-  t.ok(sent >= MESSAGES, `at least ${MESSAGES} messages sent (${sent})`);
+  t.same(bugs, [], 'no hang, no unearned AuthenticationOk, no internal error (inputs saved to test/fuzz/corpus/)');
+  t.ok(sent >= MESSAGES, `at least ${MESSAGES} messages delivered (${sent})`);
+  t.comment(`delivered per phase: ${JSON.stringify(Object.fromEntries(perPhase))}`);
+  for (const p of PHASES) t.ok((perPhase.get(p) ?? 0) >= MESSAGES / PHASES.length / 10, `phase ${p} was fuzzed (${perPhase.get(p) ?? 0} messages)`);
   const growthMB = (peak - baseline) / 1024;
   t.ok(growthMB < 256, `server RSS grew by ${growthMB.toFixed(1)} MB during the fuzz (bounded)`);
 
