@@ -11,7 +11,19 @@ import { formatLsn } from '../protocol/lsn.ts';
 import { peekFlush } from '../shmem/control.ts';
 import { WAL_STATUS_NAMES, type SharedViews } from '../shmem/layout.ts';
 import { removeSlotAsync, saveSlotAsync } from '../slots/persist.ts';
-import { acquireSlot, ADMIN_PID, createSlot, freeSlot, listSlots, readSlot, releaseSlot, type ReplicationSlot } from '../slots/slots.ts';
+import {
+  acquireSlot, adminHolderId, createSlot, freeSlot, listSlots, readSlot, releaseSlot, SlotLockBusy, type ReplicationSlot,
+} from '../slots/slots.ts';
+
+/** Run a bounded slot-lock change now, or again shortly while the lock stays busy (never spin long here). */
+function settle(change: () => void): void {
+  try {
+    change();
+  } catch (e) {
+    if (!(e instanceof SlotLockBusy)) throw e;
+    setTimeout(() => settle(change), 10);
+  }
+}
 
 const slotSchema = {
   type: 'object',
@@ -36,12 +48,15 @@ const createSchema = {
     type: 'object', required: ['name'], additionalProperties: false,
     properties: { name: { type: 'string' }, reserve_wal: { type: 'boolean', default: false } },
   },
-  response: { 201: slotSchema, 400: errorRef, 409: errorRef, 503: errorRef },
+  response: { 201: slotSchema, 400: errorRef, 401: errorRef, 403: errorRef, 409: errorRef, 503: errorRef },
 };
 const dropSchema = {
   summary: 'Drop a replication slot that no standby is using (pg_drop_replication_slot)',
   params: { type: 'object', properties: { name: { type: 'string' } } },
-  response: { 200: { type: 'object', properties: { slot_name: { type: 'string' }, dropped: { type: 'boolean' } } }, 404: errorRef, 409: errorRef },
+  response: {
+    200: { type: 'object', properties: { slot_name: { type: 'string' }, dropped: { type: 'boolean' } } },
+    401: errorRef, 403: errorRef, 404: errorRef, 409: errorRef, 503: errorRef,
+  },
 };
 
 function row(s: ReplicationSlot, flushLsn: bigint) {
@@ -83,36 +98,45 @@ export function registerSlotRoutes(app: FastifyInstance, views: SharedViews, dat
   }, async (req, reply) => {
     const flush = peekFlush(views);
     const reserve = req.body.reserve_wal === true;
+    const holder = adminHolderId();
     let i: number;
     try {
-      i = createSlot(views, { name: req.body.name, temporary: false, activePid: ADMIN_PID,
-        restartLsn: reserve ? flush.flushLsn : 0n, restartTli: reserve ? flush.timeline : 0 });
+      i = createSlot(views, { name: req.body.name, temporary: false, activePid: holder,
+        restartLsn: reserve ? flush.flushLsn : 0n, restartTli: reserve ? flush.timeline : 0 }, true);
     } catch (e) {
       return pgFail(reply, e);
     }
+    const created = readSlot(views, i)!;
     try {
-      await saveSlotAsync(dataDir, readSlot(views, i)!);
+      await saveSlotAsync(dataDir, created);
     } catch (e) {
-      freeSlot(views, i, ADMIN_PID);
+      await removeSlotAsync(dataDir, created.name).catch(() => {});
+      settle(() => freeSlot(views, i, holder, true));
       throw e;
     }
-    releaseSlot(views, i, ADMIN_PID);
+    settle(() => releaseSlot(views, i, holder, true));
     req.log.info({ slot: req.body.name, reserveWal: reserve, remote: req.ip }, 'replication slot created through the admin API');
-    return reply.code(201).send(row(readSlot(views, i)!, flush.flushLsn));
+    return reply.code(201).send(row({ ...created, activePid: 0 }, flush.flushLsn));
   });
 
   app.delete<{ Params: { name: string } }>('/api/v1/slots/:name', {
     ...mutating, schema: dropSchema,
   }, async (req, reply) => {
+    const holder = adminHolderId();
     let i: number;
     try {
-      i = acquireSlot(views, req.params.name, ADMIN_PID);
+      i = acquireSlot(views, req.params.name, holder, true);
     } catch (e) {
       return pgFail(reply, e);
     }
     const s = readSlot(views, i)!;
-    if (!s.temporary) await removeSlotAsync(dataDir, s.name);
-    freeSlot(views, i, ADMIN_PID);
+    try {
+      if (!s.temporary) await removeSlotAsync(dataDir, s.name);
+    } catch (e) {
+      settle(() => releaseSlot(views, i, holder, true));
+      throw e;
+    }
+    settle(() => freeSlot(views, i, holder, true));
     req.log.info({ slot: s.name, remote: req.ip }, 'replication slot dropped through the admin API');
     return { slot_name: s.name, dropped: true };
   });

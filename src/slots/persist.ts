@@ -104,6 +104,19 @@ export function removeSlot(dataDir: string, name: string): void {
   fs.rmSync(doomed, { recursive: true, force: true });
 }
 
+/**
+ * The restart_lsn in a slot's state file (what a restart would load): 0n for NULL,
+ * null when there is no readable file (not saved yet). Retention thread.
+ */
+export function savedRestartLsn(dataDir: string, name: string): bigint | null {
+  try {
+    const body = JSON.parse(fs.readFileSync(path.join(dataDir, SLOT_DIR, name, 'state'), 'utf8')) as SlotFile;
+    return body.restart_lsn === null ? 0n : parseLsn(body.restart_lsn);
+  } catch {
+    return null;
+  }
+}
+
 /** Persistent slots found in the data directory (startup, main thread). */
 export function loadSlots(dataDir: string): NewSlot[] {
   const base = path.join(dataDir, SLOT_DIR);
@@ -114,22 +127,41 @@ export function loadSlots(dataDir: string): NewSlot[] {
       fs.rmSync(path.join(base, name), { recursive: true, force: true }); // an interrupted drop
       continue;
     }
-    const file = path.join(base, name, 'state');
+    const dir = path.join(base, name);
+    // A save cut short leaves its temporary file; the state file it was replacing stands.
+    for (const f of fs.readdirSync(dir)) if (f.startsWith('state.tmp.')) fs.rmSync(path.join(dir, f), { force: true });
+    const file = path.join(dir, 'state');
+    if (!fs.existsSync(file)) {
+      // The first save of a new slot never reached its rename: the creating command had
+      // not answered yet, so the slot does not exist (PostgreSQL creates it in a .tmp directory).
+      fs.rmSync(dir, { recursive: true, force: true });
+      continue;
+    }
+    const bad = (why: string): Error => new Error(`could not read replication slot file "${file}": ${why}`);
     let body: SlotFile;
     try {
       body = JSON.parse(fs.readFileSync(file, 'utf8')) as SlotFile;
     } catch (e) {
-      throw new Error(`could not read replication slot file "${file}": ${(e as Error).message}`);
+      throw bad((e as Error).message);
     }
+    // A damaged position stops the start (PostgreSQL PANICs on a bad slot file) rather
+    // than loading as NULL, which would let retention remove the WAL the slot holds.
+    const lsnField = (key: 'restart_lsn' | 'invalidated_at'): bigint => {
+      const text = body[key];
+      if (text === null || text === undefined) return 0n;
+      const lsn = typeof text === 'string' ? parseLsn(text) : null;
+      if (lsn === null) throw bad(`invalid ${key} ${JSON.stringify(text)}`);
+      return lsn;
+    };
     const status = WAL_STATUS_NAMES.indexOf(body.wal_status as (typeof WAL_STATUS_NAMES)[number]);
     out.push({
       name: body.name,
       temporary: false,
       activePid: 0,
-      restartLsn: body.restart_lsn ? parseLsn(body.restart_lsn) ?? 0n : 0n,
+      restartLsn: lsnField('restart_lsn'),
       restartTli: body.restart_tli,
       walStatus: status < 0 ? WalStatus.RESERVED : status,
-      invalidatedAt: body.invalidated_at ? parseLsn(body.invalidated_at) ?? 0n : 0n,
+      invalidatedAt: lsnField('invalidated_at'),
     });
   }
   return out;

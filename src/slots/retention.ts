@@ -1,7 +1,10 @@
 // WAL retention of the store (demo and upstream sources; an archive directory belongs
 // to its owner and is never touched): a segment is removed only when it lies wholly
 // before every replication slot's restart_lsn, the oldest sent position among active
-// senders (GetOldestWALSendPointer) and flush - wal_keep_size. A slot holding more
+// senders (GetOldestWALSendPointer) and flush - wal_keep_size. A persistent slot holds
+// from the older of its restart_lsn in memory and in its state file, so the WAL the slot
+// would come back with after kill -9 is still there (PostgreSQL 18's
+// last_saved_restart_lsn). A slot holding more
 // than max_slot_wal_keep_size is marked lost first, as PostgreSQL does, so one stuck
 // standby cannot fill the disk: like PostgreSQL's checkpointer the pass acquires the
 // slot to invalidate it (so it is the only writer of the slot's state file), and a
@@ -15,7 +18,7 @@ import { readFlush, storeIdentity } from '../shmem/control.ts';
 import { WalStatus, type SharedViews } from '../shmem/layout.ts';
 import { oldestSentPosition, requestTerminate } from '../shmem/walsnd.ts';
 import { parseSegmentFileName } from '../wal/segment.ts';
-import { saveSlot } from './persist.ts';
+import { savedRestartLsn, saveSlot } from './persist.ts';
 import { acquireSlot, listSlots, markSlotLost, readSlot, releaseSlot, RETENTION_PID, setWalStatus, type ReplicationSlot } from './slots.ts';
 
 export type RetentionSettings = {
@@ -74,7 +77,9 @@ export function runRetention(v: SharedViews, storeDir: string, dataDir: string, 
   const restarts: bigint[] = [];
   for (const s of listSlots(v)) {
     if (s.walStatus === WalStatus.LOST || s.restartLsn === 0n) continue;
-    const held = flushLsn - s.restartLsn;
+    const saved = s.temporary ? null : savedRestartLsn(dataDir, s.name);
+    const restart = saved !== null && saved !== 0n && saved < s.restartLsn ? saved : s.restartLsn;
+    const held = flushLsn - restart;
     if (settings.maxSlotWalKeepSize >= 0 && held > BigInt(settings.maxSlotWalKeepSize)) {
       if (invalidateSlot(v, dataDir, s, log)) {
         lost.push(s.name);
@@ -85,7 +90,7 @@ export function runRetention(v: SharedViews, storeDir: string, dataDir: string, 
       terminating ||= s.activePid > 0;
     }
     setWalStatus(v, s.index, held > BigInt(settings.walKeepSize) ? WalStatus.EXTENDED : WalStatus.RESERVED);
-    restarts.push(s.restartLsn);
+    restarts.push(restart);
   }
   const horizon = retentionHorizon(flushLsn, restarts, oldestSentPosition(v), settings.walKeepSize);
   const seg = BigInt(id.segSize);

@@ -1,6 +1,7 @@
 // Physical replication slots in shared memory (slot.c's ReplicationSlotCtl): create,
 // acquire (one active connection per slot), release, drop, restart_lsn updates from a
-// standby's flush reports, temporary slots dropped with their session, and the lost
+// standby's flush reports, temporary slots dropped with their session (or with a dead
+// thread's connection, reclaimed by the main thread with bounded spinning), and the lost
 // marking of max_slot_wal_keep_size. Every change bumps the slot's version so the
 // owner knows when to persist it (persist.ts). Errors carry PostgreSQL's texts.
 
@@ -10,9 +11,14 @@ import {
 } from '../shmem/layout.ts';
 import { spinLock, spinUnlock, trySpinLock } from '../shmem/spinlock.ts';
 
-/** Holders that are not connections: the admin API and the retention pass. */
-export const ADMIN_PID = -1;
+/** Holders that are not connections: the retention pass, and each admin API request. */
 export const RETENTION_PID = -2;
+let adminHolder = -16;
+/** A holder id of its own for one admin API request, so two requests never share a hold. */
+export function adminHolderId(): number {
+  adminHolder = adminHolder > -(2 ** 30) ? adminHolder - 1 : -16;
+  return adminHolder;
+}
 
 export type ReplicationSlot = {
   index: number;
@@ -37,6 +43,18 @@ export function validateSlotName(name: string): void {
 }
 
 const lockOf = (v: SharedViews, i: number): number => replSlot32(v, i, R32.LOCK);
+
+// The main thread (admin API, reclaiming a dead thread's slots) passes `bounded`: a lock
+// that stays busy (its holder's thread died inside it) is an error to retry, never a hang.
+const MAIN_THREAD_SPINS = 10_000;
+/** A bounded lock attempt failed: nothing was changed. */
+export class SlotLockBusy extends PgError {}
+const busy = (): PgError => new SlotLockBusy('ERROR', '55000', 'replication slot state is busy; try again');
+
+function lock(v: SharedViews, i: number, bounded: boolean): void {
+  if (!bounded) spinLock(v.i32, lockOf(v, i));
+  else if (!trySpinLock(v.i32, lockOf(v, i), MAIN_THREAD_SPINS)) throw busy();
+}
 
 function nameAt(v: SharedViews, i: number): string {
   const len = Atomics.load(v.i32, replSlot32(v, i, R32.NAME_LEN));
@@ -74,7 +92,7 @@ export type NewSlot = { name: string; temporary: boolean; activePid: number; res
  * ReplicationSlotCreate. A temporary slot stays held by its session; a persistent one
  * is returned released. The caller persists a persistent slot before answering.
  */
-export function createSlot(v: SharedViews, s: NewSlot): number {
+export function createSlot(v: SharedViews, s: NewSlot, bounded = false): number {
   validateSlotName(s.name);
   if (v.maxReplicationSlots === 0) {
     throw new PgError('ERROR', '55000', 'replication slots can only be used if max_replication_slots > 0');
@@ -82,13 +100,12 @@ export function createSlot(v: SharedViews, s: NewSlot): number {
   // Claiming under the first free entry's lock is not enough to keep names unique
   // across threads, so entry 0's lock serializes creations (they are rare).
   const gate = lockOf(v, 0);
-  spinLock(v.i32, gate);
+  lock(v, 0, bounded);
   try {
     if (findSlot(v, s.name) >= 0) throw new PgError('ERROR', '42710', `replication slot "${s.name}" already exists`);
     for (let i = 0; i < v.maxReplicationSlots; i++) {
       if (inUse(v, i)) continue;
-      const lock = lockOf(v, i);
-      if (i !== 0) spinLock(v.i32, lock);
+      if (i !== 0) lock(v, i, bounded);
       const bytes = Buffer.from(s.name, 'utf8');
       v.u8.set(bytes, replSlotNameOffset(v, i));
       Atomics.store(v.i32, replSlot32(v, i, R32.NAME_LEN), bytes.length);
@@ -100,7 +117,7 @@ export function createSlot(v: SharedViews, s: NewSlot): number {
       Atomics.store(v.i64, replSlot64(v, i, R64.INVALIDATED_AT), s.invalidatedAt ?? 0n);
       bump(v, i);
       Atomics.store(v.i32, replSlot32(v, i, R32.IN_USE), 1);
-      if (i !== 0) spinUnlock(v.i32, lock);
+      if (i !== 0) spinUnlock(v.i32, lockOf(v, i));
       return i;
     }
     throw new PgError('ERROR', '53400', 'all replication slots are in use', { hint: 'Free one or increase max_replication_slots.' });
@@ -110,15 +127,14 @@ export function createSlot(v: SharedViews, s: NewSlot): number {
 }
 
 /** ReplicationSlotAcquire(name, nowait=true) for connection `pid`. */
-export function acquireSlot(v: SharedViews, name: string, pid: number): number {
+export function acquireSlot(v: SharedViews, name: string, pid: number, bounded = false): number {
   const i = findSlot(v, name);
   if (i < 0) throw new PgError('ERROR', '42704', `replication slot "${name}" does not exist`);
-  const lock = lockOf(v, i);
-  spinLock(v.i32, lock);
+  lock(v, i, bounded);
   const active = Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID));
   const ok = inUse(v, i) && nameAt(v, i) === name && (active === 0 || active === pid);
   if (ok) Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), pid);
-  spinUnlock(v.i32, lock);
+  spinUnlock(v.i32, lockOf(v, i));
   if (!ok) {
     if (!inUse(v, i)) throw new PgError('ERROR', '42704', `replication slot "${name}" does not exist`);
     throw new PgError('ERROR', '55006', `replication slot "${name}" is active for PID ${active}`);
@@ -127,25 +143,48 @@ export function acquireSlot(v: SharedViews, name: string, pid: number): number {
 }
 
 /** ReplicationSlotRelease: a persistent slot becomes inactive; a temporary one stays with its session. */
-export function releaseSlot(v: SharedViews, i: number, pid: number): void {
-  const lock = lockOf(v, i);
-  spinLock(v.i32, lock);
+export function releaseSlot(v: SharedViews, i: number, pid: number, bounded = false): void {
+  lock(v, i, bounded);
   if (Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === pid && Atomics.load(v.i32, replSlot32(v, i, R32.TEMPORARY)) === 0) {
     Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), 0);
   }
-  spinUnlock(v.i32, lock);
+  spinUnlock(v.i32, lockOf(v, i));
 }
 
 /** Free an acquired slot's entry (the caller removed its file first for a persistent one). */
-export function freeSlot(v: SharedViews, i: number, pid: number): void {
-  const lock = lockOf(v, i);
-  spinLock(v.i32, lock);
+export function freeSlot(v: SharedViews, i: number, pid: number, bounded = false): void {
+  lock(v, i, bounded);
   if (Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === pid) {
     Atomics.store(v.i32, replSlot32(v, i, R32.IN_USE), 0);
     Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), 0);
     bump(v, i);
   }
-  spinUnlock(v.i32, lock);
+  spinUnlock(v.i32, lockOf(v, i));
+}
+
+/**
+ * Main thread: the slots still held by connection `connId`, whose task ended without
+ * releasing them (its worker thread died), as PostgreSQL's crash restart clears every
+ * active_pid: a persistent slot becomes inactive, a temporary one is dropped. Returns
+ * false if some slot's lock stayed busy, so the caller retries later; with `takeOver`
+ * (the caller has retried long enough) a busy lock is taken over, since only the dead
+ * connection's thread holds its slot's lock for longer than a few stores.
+ */
+export function reclaimSlotsOf(v: SharedViews, connId: number, takeOver = false): boolean {
+  let done = true;
+  for (let i = 0; i < v.maxReplicationSlots; i++) {
+    if (!inUse(v, i) || Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) !== connId) continue;
+    if (!trySpinLock(v.i32, lockOf(v, i), 100) && !takeOver) { done = false; continue; }
+    if (inUse(v, i) && Atomics.load(v.i32, replSlot32(v, i, R32.ACTIVE_PID)) === connId) {
+      if (Atomics.load(v.i32, replSlot32(v, i, R32.TEMPORARY)) === 1) {
+        Atomics.store(v.i32, replSlot32(v, i, R32.IN_USE), 0);
+        bump(v, i);
+      }
+      Atomics.store(v.i32, replSlot32(v, i, R32.ACTIVE_PID), 0);
+    }
+    spinUnlock(v.i32, lockOf(v, i));
+  }
+  return done;
 }
 
 /** Slot indices of `pid`'s temporary slots (dropped at session end or on ERROR). */

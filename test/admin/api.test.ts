@@ -139,6 +139,37 @@ t.test('without a configured token, mutating routes are disabled whatever the re
   t.equal((await app.inject('/api/v1/senders')).statusCode, 200, 'read-only routes stay open');
 });
 
+t.test('every route that is not a GET in /openapi.json: 401 without the token, 403 with none configured, nothing done', async (t) => {
+  const server = await setup(t);
+  const withToken = inProcessDeps(server, { adminToken: TOKEN, dataDir: server.storeDir });
+  const noToken = inProcessDeps(server, { dataDir: server.storeDir });
+  const [a, b] = [buildAdminApp(withToken), buildAdminApp(noToken)];
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const doc = (await a.inject('/openapi.json')).json() as { paths: Record<string, Record<string, Json>> };
+  // A slot the drop route would remove if it let the request through.
+  const created = await a.inject({ method: 'POST', url: '/api/v1/slots', headers: { authorization: `Bearer ${TOKEN}` }, payload: { name: 'keepme' } });
+  t.equal(created.statusCode, 201);
+  const bodies: Record<string, unknown> = { '/api/v1/shutdown': { mode: 'fast' }, '/api/v1/slots': { name: 'made_without_token' } };
+  let checked = 0;
+  for (const [p, methods] of Object.entries(doc.paths)) {
+    for (const m of Object.keys(methods).filter((x) => x !== 'get')) {
+      const url = p.replace('{id}', '1').replace('{name}', 'keepme');
+      const method = m.toUpperCase() as 'POST' | 'DELETE';
+      for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }]) {
+        const r401 = await a.inject({ method, url, payload: bodies[p] as object | undefined, headers });
+        t.equal(r401.statusCode, 401, `${method} ${p} with the token configured, ${headers.authorization ?? 'no header'}`);
+      }
+      const r403 = await b.inject({ method, url, payload: bodies[p] as object | undefined, headers: { authorization: `Bearer ${TOKEN}` } });
+      t.equal(r403.statusCode, 403, `${method} ${p} with no token configured`);
+      checked++;
+    }
+  }
+  t.ok(checked >= 5, `${checked} mutating operations checked`);
+  t.same([...withToken.calls, ...noToken.calls], [], 'no reload or shutdown happened');
+  const slots = ((await a.inject('/api/v1/slots')).json() as Json[]).map((s) => s.slot_name);
+  t.same(slots, ['keepme'], 'no slot created or dropped without the token');
+});
+
 t.test('errors are JSON; /openapi.json documents every route with its schemas', async (t) => {
   const server = await setup(t);
   const app = buildAdminApp(inProcessDeps(server, { adminToken: TOKEN }));
@@ -166,6 +197,7 @@ t.test('errors are JSON; /openapi.json documents every route with its schemas', 
         `${m} ${p}: every response has a schema`);
       const mutating = m !== 'get';
       t.equal(op.security !== undefined, mutating, `${m} ${p}: bearer token ${mutating ? 'required' : 'not required'}`);
+      if (mutating) t.ok(responses['401'] && responses['403'], `${m} ${p}: documents its 401 and 403 answers`);
     }
   }
   const senderSchema = (doc.paths['/api/v1/senders']!.get!.responses as Json)['200'] as { content: { 'application/json': { schema: { items: Json } } } };

@@ -17,33 +17,97 @@ import { parseMetrics, startWithAdmin } from './helpers.ts';
 const DIR = path.join(REPO_ROOT, 'dashboards');
 type Json = Record<string, unknown>;
 
-function exprs(node: unknown, out: string[] = []): string[] {
-  if (Array.isArray(node)) for (const x of node) exprs(x, out);
+/** One query of the dashboard or the rules: its PromQL, and labels its legend or annotations print. */
+type Query = { where: string; expr: string; printed: string[] };
+
+const printedLabels = (text: unknown): string[] =>
+  [...String(text ?? '').matchAll(/\{\{\s*(?:\$labels\.)?([a-zA-Z_]\w*)\s*\}\}/g)].map((m) => m[1]!);
+
+/**
+ * Every query in the dashboard: panel targets (expr, legendFormat), template variables
+ * (query, whether a string or {query}, and definition), anywhere in the JSON.
+ */
+function dashboardQueries(node: unknown, where: string, out: Query[] = []): Query[] {
+  if (Array.isArray(node)) node.forEach((x, i) => dashboardQueries(x, `${where}[${i}]`, out));
   else if (node !== null && typeof node === 'object') {
-    for (const [k, v] of Object.entries(node as Json)) {
-      if ((k === 'expr' || k === 'definition') && typeof v === 'string') out.push(v); // definition: template variables
-      else exprs(v, out);
+    const o = node as Json;
+    if (typeof o.expr === 'string') out.push({ where, expr: o.expr, printed: printedLabels(o.legendFormat) });
+    if (o.type === 'query' && 'definition' in o) {
+      for (const q of [o.definition, typeof o.query === 'object' ? (o.query as Json | null)?.query : o.query]) {
+        if (typeof q === 'string' && q !== '') out.push({ where: `${where} (variable ${String(o.name)})`, expr: q, printed: [] });
+      }
     }
+    for (const [k, v] of Object.entries(o)) if (k !== 'expr') dashboardQueries(v, `${where}/${k}`, out);
   }
   return out;
 }
 
-/** Metric names (ours and the default process metrics) with the label names their selectors filter on. */
-function usedMetrics(expressions: string[]): Map<string, Set<string>> {
-  const used = new Map<string, Set<string>>();
-  for (const e of expressions) {
-    for (const m of e.matchAll(/\b((?:pgws|process|nodejs)_[a-z0-9_]+)(\{([^}]*)\})?/g)) {
-      const labels = used.get(m[1]!) ?? new Set<string>();
-      for (const l of (m[3] ?? '').matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)) labels.add(l[1]!);
-      used.set(m[1]!, labels);
+const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset']);
+const LABEL_LISTS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right']);
+
+/**
+ * The metric names and label names one PromQL expression (or Grafana's label_values())
+ * uses, by tokenizing it: every identifier that is not a function, keyword, label or
+ * number/duration counts as a metric name, whatever its prefix.
+ */
+function analyze(expr: string): { metrics: string[]; labels: string[] } {
+  const metrics: string[] = [];
+  const labels: string[] = [];
+  let e = expr;
+  // Grafana's label_values(metric_selector, label) / label_values(label).
+  e = e.replace(/label_values\(\s*(?:(.*),\s*)?([a-zA-Z_]\w*)\s*\)/g, (_, sel: string | undefined, label: string) => {
+    labels.push(label);
+    return sel ?? '';
+  });
+  e = e.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""'); // string literals
+  e = e.replace(/\{([^}]*)\}/g, (_, body: string) => { // selectors: the label names they filter on
+    for (const m of body.matchAll(/([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)/g)) labels.push(m[1]!);
+    return ' ';
+  });
+  e = e.replace(/\[[^\]]*\]/g, ' '); // ranges and subqueries: durations, $__rate_interval
+  e = e.replace(/\$\{?\w+\}?/g, ' '); // Grafana variables elsewhere
+  const tokens = [...e.matchAll(/\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:ms|[smhdwy])*|[a-zA-Z_:][a-zA-Z0-9_:]*|\(|\)|[^\s\w()]+/gi)].map((m) => m[0]);
+  for (let i = 0; i < tokens.length; i++) {
+    const tok = tokens[i]!;
+    if (!/^[a-zA-Z_:]/.test(tok)) continue;
+    const lower = tok.toLowerCase();
+    if (LABEL_LISTS.has(lower) && tokens[i + 1] === '(') {
+      for (i += 2; i < tokens.length && tokens[i] !== ')'; i++) if (/^[a-zA-Z_]/.test(tokens[i]!)) labels.push(tokens[i]!);
+      continue;
+    }
+    if (PROMQL_KEYWORDS.has(lower)) continue;
+    if (tokens[i + 1] === '(') continue; // a function or an aggregation
+    if (['by', 'without'].includes(tokens[i + 1]?.toLowerCase() ?? '')) continue; // sum by (...) (...)
+    metrics.push(tok);
+  }
+  return { metrics, labels };
+}
+
+/** What a set of queries uses that a live /metrics (plus recorded series and Prometheus's `up`) lacks. */
+function missing(queries: Query[], live: ReturnType<typeof parseMetrics>, recorded: Set<string>): string[] {
+  const problems: string[] = [];
+  const known = (name: string): boolean => name === 'up' || recorded.has(name) || live.types.has(name)
+    || live.types.has(name.replace(/_(bucket|sum|count)$/, ''));
+  for (const q of queries) {
+    const { metrics, labels } = analyze(q.expr);
+    for (const name of metrics) if (!known(name)) problems.push(`${q.where}: metric ${name} is not in /metrics (${q.expr})`);
+    const ours = metrics.filter((n) => live.samples.has(n));
+    for (const label of [...labels, ...q.printed]) {
+      if (label === 'instance' || label === 'job' || label === '__name__') continue; // added by Prometheus
+      if (ours.length > 0 && !ours.some((n) => live.samples.get(n)!.some((smp) => label in smp.labels))) {
+        problems.push(`${q.where}: label ${label} is on none of ${ours.join(', ')} (${q.expr})`);
+      }
     }
   }
-  return used;
+  return problems;
 }
 
 const dashboard = JSON.parse(fs.readFileSync(path.join(DIR, 'grafana/pg-walsender.json'), 'utf8')) as Json;
-const alerts = parseYaml(fs.readFileSync(path.join(DIR, 'prometheus/alerts.yml'), 'utf8')) as { groups: { rules: Json[] }[] };
-const rules = alerts.groups.flatMap((g) => g.rules);
+const prometheusConfig = parseYaml(fs.readFileSync(path.join(DIR, 'prometheus/prometheus.yml'), 'utf8')) as { rule_files: string[] };
+// Every rule file Prometheus loads, not only alerts.yml.
+const rules = prometheusConfig.rule_files.flatMap((f) =>
+  (parseYaml(fs.readFileSync(path.join(DIR, 'prometheus', f), 'utf8')) as { groups: { rules: Json[] }[] }).groups.flatMap((g) => g.rules));
+const alertRules = rules.filter((r) => r.alert !== undefined);
 
 t.test('the dashboard and the rules use only metrics a live /metrics has', async (t) => {
   const data = await makeTempDir('pgws-dash-');
@@ -65,20 +129,29 @@ t.test('the dashboard and the rules use only metrics a live /metrics has', async
   await waitUntil(async () => /pgws_standby_replay_lsn_bytes\{/.test((await admin.get('/metrics')).text), 5000, 'reply recorded');
   const live = parseMetrics((await admin.get('/metrics')).text);
 
-  const fromDashboard = usedMetrics(exprs(dashboard));
-  const fromRules = usedMetrics(rules.map((r) => String(r.expr)));
-  t.ok(fromDashboard.size >= 15, `the dashboard uses ${fromDashboard.size} metrics`);
-  t.ok(fromRules.size >= 6, `the rules use ${fromRules.size} metrics`);
-  for (const [where, used] of [['dashboard', fromDashboard], ['alert rules', fromRules]] as const) {
-    for (const [name, labels] of used) {
-      t.ok(live.types.has(name), `${where}: ${name} is in /metrics`);
-      const samples = live.samples.get(name) ?? [];
-      for (const label of labels) {
-        if (label === 'instance' || label === 'job') continue; // added by Prometheus
-        t.ok(samples.some((s) => label in s.labels), `${where}: ${name} has label ${label}`);
-      }
-    }
-  }
+  const fromDashboard = dashboardQueries(dashboard, 'dashboard');
+  const fromRules: Query[] = rules.map((r) => ({
+    where: `rule ${String(r.alert ?? r.record)}`, expr: String(r.expr),
+    printed: Object.values((r.annotations ?? {}) as Json).flatMap(printedLabels),
+  }));
+  const recorded = new Set(rules.filter((r) => typeof r.record === 'string').map((r) => String(r.record)));
+  const metricCount = (qs: Query[]): number => new Set(qs.flatMap((q) => analyze(q.expr).metrics)).size;
+  t.ok(metricCount(fromDashboard) >= 15, `the dashboard uses ${metricCount(fromDashboard)} metrics in ${fromDashboard.length} queries`);
+  t.ok(metricCount(fromRules) >= 6, `the rules use ${metricCount(fromRules)} metrics in ${fromRules.length} rules`);
+  t.same(missing(fromDashboard, live, recorded), [], 'every metric and label the dashboard uses is in /metrics');
+  t.same(missing(fromRules, live, recorded), [], 'every metric and label the rules use is in /metrics');
+
+  // The check itself finds what is wrong: an unknown name of any prefix, a selector, a
+  // by() list, a legend and label_values() naming a label no series has.
+  const bad: Query[] = [
+    { where: 'a', expr: 'sum(rate(pg_walsender_sent_bytes_total[5m]))', printed: [] },
+    { where: 'b', expr: 'pgws_ready{role="primary"} == 0', printed: [] },
+    { where: 'c', expr: 'max by (standby) (pgws_standby_write_lag_bytes)', printed: [] },
+    { where: 'd', expr: 'pgws_standby_write_lag_bytes', printed: ['standby_name'] },
+    { where: 'e', expr: 'label_values(pgws_standby_sent_bytes_total, standby)', printed: [] },
+    { where: 'f', expr: 'pgws_standby_write_lag_bytes > 256 * 1024 and on (instance) pgws_ready offset 5m', printed: [] },
+  ];
+  t.same(missing(bad, live, recorded).map((p) => p.split(':')[0]), ['a', 'b', 'c', 'd', 'e'], 'the check reports each bad query (and not the good one)');
   c.end();
 });
 
@@ -103,11 +176,11 @@ t.test('the dashboard is importable and provisioned', async (t) => {
 });
 
 t.test('alert rules, scrape config, compose file', async (t) => {
-  const names = rules.map((r) => String(r.alert));
+  const names = alertRules.map((r) => String(r.alert));
   for (const want of ['PgWalsenderStandbyLagging', 'PgWalsenderNoStandbys', 'PgWalsenderUpstreamDown', 'PgWalsenderStoreFilling']) {
     t.ok(names.includes(want), `alert ${want}`);
   }
-  for (const r of rules) {
+  for (const r of alertRules) {
     t.match(r, { alert: /^PgWalsender/, expr: String, for: /^\d+[smh]$/, labels: { severity: /^(warning|critical)$/ }, annotations: { summary: String } });
     const e = String(r.expr);
     t.equal([...e].filter((ch) => ch === '(').length, [...e].filter((ch) => ch === ')').length, `${String(r.alert)}: balanced parentheses`);

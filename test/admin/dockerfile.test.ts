@@ -37,6 +37,42 @@ function parseDockerfile(text: string): Stage[] {
   return stages;
 }
 
+/**
+ * .dockerignore as the Docker CLI applies it to the build context: patterns relative to
+ * the context root (Go filepath.Match plus **), a pattern that matches a directory
+ * excludes what is inside it, `!` re-includes, the last matching pattern wins.
+ */
+function dockerIgnore(text: string): (rel: string) => boolean {
+  const rules = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).map((l) => {
+    const negate = l.startsWith('!');
+    const pat = path.posix.normalize((negate ? l.slice(1) : l).trim().replace(/^\/+/, '')).replace(/\/+$/, '');
+    const re = pat.split(/(\*\*\/?|\*|\?)/).map((part) => (part.startsWith('**') ? '(?:.*/)?' + (part.endsWith('/') ? '' : '.*')
+      : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&'))).join('');
+    return { negate, re: new RegExp(`^${re}$`) };
+  });
+  return (rel: string): boolean => {
+    const parts = rel.split('/');
+    const candidates = parts.map((_, i) => parts.slice(0, i + 1).join('/')); // the path and each parent directory
+    let excluded = false;
+    for (const r of rules) if (candidates.some((c) => r.re.test(c))) excluded = !r.negate;
+    return excluded;
+  };
+}
+
+/** COPY from the build context: what the context holds after .dockerignore. */
+function copyFromContext(ignored: (rel: string) => boolean, rel: string, target: string): number {
+  if (ignored(rel)) return 0;
+  const src = path.join(REPO_ROOT, rel);
+  if (!fs.statSync(src).isDirectory()) {
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.copyFileSync(src, target);
+    return 1;
+  }
+  let n = 0;
+  for (const e of fs.readdirSync(src)) n += copyFromContext(ignored, `${rel}/${e}`, path.join(target, e));
+  return n;
+}
+
 const instr = (s: Stage, name: string): string[] => s.lines.filter((l) => l.startsWith(`${name} `)).map((l) => l.slice(name.length + 1).trim());
 const jsonArgs = (v: string): string[] => JSON.parse(v) as string[];
 
@@ -61,7 +97,11 @@ t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t)
   t.equal(cmd[0], 'node');
   t.equal(hcCmd[0], 'node');
 
-  // Replay: the deps stage in a clean directory, then the runtime stage's COPY lines.
+  // Replay: the deps stage in a clean directory, then the runtime stage's COPY lines,
+  // each from the build context as .dockerignore leaves it.
+  const ignored = dockerIgnore(fs.readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8'));
+  t.ok(ignored('test/admin/x.ts') && ignored('README.md') && ignored('node_modules/a/b.js') && !ignored('src/main.ts'),
+    'the .dockerignore reading excludes tests, docs and node_modules, keeps the sources');
   const tmp = await makeTempDir('pgws-docker-');
   t.teardown(() => tmp.remove());
   const depsDir = path.join(tmp.path, 'deps');
@@ -70,7 +110,9 @@ t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t)
   fs.mkdirSync(app);
   for (const c of instr(deps, 'COPY')) {
     const parts = c.split(/\s+/);
-    for (const src of parts.slice(0, -1)) fs.cpSync(path.join(REPO_ROOT, src), path.join(depsDir, src));
+    for (const src of parts.slice(0, -1)) {
+      t.ok(copyFromContext(ignored, src, path.join(depsDir, src)) > 0, `deps stage: COPY ${src} finds it in the build context`);
+    }
   }
   const npmArgs = install!.split('&&')[0]!.trim().split(/\s+/).slice(1);
   const npm = await run('npm', [...npmArgs, '--prefer-offline'], { cwd: depsDir, timeoutMs: 180_000 });
@@ -83,7 +125,8 @@ t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t)
     for (const src of srcs) {
       const rel = from === depsDir ? path.relative('/app', src) : src;
       const target = dest.endsWith('/') && dest !== './' ? path.join(app, dest, path.basename(rel)) : path.join(app, dest === './' ? rel : dest);
-      fs.cpSync(path.join(from, rel), target, { recursive: true });
+      if (from === depsDir) fs.cpSync(path.join(from, rel), target, { recursive: true });
+      else t.ok(copyFromContext(ignored, rel, target) > 0, `COPY ${src} finds it in the build context`);
     }
   }
   const devDeps = Object.keys((JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies);

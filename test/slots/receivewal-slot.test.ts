@@ -55,8 +55,10 @@ t.test('slot commands on the wire', async (t) => {
   c.query('IDENTIFY_SYSTEM');
   await c.until('Z');
   c.query('DROP_REPLICATION_SLOT s1 WAIT');
-  const dropped = c.until('Z');
+  let answered = false;
+  const dropped = c.until('Z').finally(() => { answered = true; });
   await new Promise((r) => setTimeout(r, 300));
+  t.notOk(answered, 'DROP ... WAIT has not answered while the slot is active');
   other.end(); // releases the slot: the waiting DROP finishes
   ms = await dropped;
   t.equal(types(ms), 'CZ', 'DROP with WAIT completes once the slot is free');

@@ -9,7 +9,10 @@ import t from 'tap';
 import { PgError } from '../../src/protocol/errors.ts';
 import { createSharedMemory, WalStatus } from '../../src/shmem/layout.ts';
 import { loadSlots, removeSlot, saveSlot } from '../../src/slots/persist.ts';
-import { retentionHorizon } from '../../src/slots/retention.ts';
+import { createLogger } from '../../src/log.ts';
+import { publishIdentity } from '../../src/shmem/control.ts';
+import { retentionHorizon, runRetention } from '../../src/slots/retention.ts';
+import { segmentFileName } from '../../src/wal/segment.ts';
 import {
   acquireSlot, createSlot, findSlot, freeSlot, listSlots, markSlotLost, readSlot, releaseSlot, setRestartLsn, temporarySlotsOf,
 } from '../../src/slots/slots.ts';
@@ -90,6 +93,31 @@ t.test('persisted slots load back; a dropped one is gone', async (t) => {
   t.same(listSlots(v2).map((s) => s.name), ['b']);
 });
 
+t.test('loading after a crash: an interrupted first save is no slot; a damaged file is an error, never a lost reservation', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-slots-crash-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const v = createSharedMemory(1, 4);
+  const a = createSlot(v, slot('a'));
+  setRestartLsn(v, a, 0x3000000n, 1);
+  saveSlot(dir, readSlot(v, a)!);
+  const base = path.join(dir, 'pg_replslot');
+  // Killed inside saveSlot: after mkdir, before the rename (CREATE_REPLICATION_SLOT had not answered).
+  fs.mkdirSync(path.join(base, 'half'));
+  fs.writeFileSync(path.join(base, 'half', 'state.tmp.123.4'), '{"name":"ha');
+  // Killed inside a later save of a slot that exists: the old state stands.
+  fs.writeFileSync(path.join(base, 'a', 'state.tmp.123.5'), '{"na');
+  t.same(loadSlots(dir).map((s) => [s.name, s.restartLsn]), [['a', 0x3000000n]], 'the slot whose creation was cut short does not exist');
+  t.same(fs.readdirSync(base), ['a'], 'its directory is removed');
+  t.same(fs.readdirSync(path.join(base, 'a')), ['state'], 'a stale temporary file is removed');
+
+  const state = path.join(base, 'a', 'state');
+  const good = fs.readFileSync(state, 'utf8');
+  fs.writeFileSync(state, good.replace('"0/3000000"', '"0/30zz000"'));
+  t.throws(() => loadSlots(dir), { message: /replication slot file ".*a.state".*restart_lsn/ }, 'an unreadable restart_lsn stops the start instead of releasing WAL');
+  fs.writeFileSync(state, good);
+  t.equal(loadSlots(dir).length, 1);
+});
+
 t.test('retention horizon', async (t) => {
   const MB = 1n << 20n;
   t.equal(retentionHorizon(100n * MB, [], null, 0), 100n * MB, 'nothing holds WAL: up to the flush position');
@@ -97,4 +125,25 @@ t.test('retention horizon', async (t) => {
   t.equal(retentionHorizon(100n * MB, [40n * MB, 60n * MB], null, 0), 40n * MB, 'oldest slot');
   t.equal(retentionHorizon(100n * MB, [40n * MB], 30n * MB, 0), 30n * MB, 'oldest sent position');
   t.equal(retentionHorizon(10n * MB, [], null, Number(64n * MB)), 0n, 'never below 0');
+});
+
+t.test('retention keeps WAL from the restart_lsn on disk, not only the newer one in memory', async (t) => {
+  // After kill -9 the slot comes back with the restart_lsn of its state file (saved at
+  // most once a second): the WAL from there on must still exist (PostgreSQL 18 keeps
+  // WAL by the slot's last saved restart_lsn for the same reason).
+  const MB = 1 << 20;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-slots-ret-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const v = createSharedMemory(1, 2);
+  publishIdentity(v, { sysid: 1n, segSize: MB, pageMagic: 0xd110 }, { flushLsn: BigInt(10 * MB + 100), timeline: 1 });
+  for (let seg = 1; seg <= 10; seg++) fs.writeFileSync(path.join(dir, segmentFileName(1, BigInt(seg), MB)), '');
+  const a = createSlot(v, slot('a'));
+  setRestartLsn(v, a, BigInt(2 * MB + 10), 1);
+  saveSlot(dir, readSlot(v, a)!);
+  setRestartLsn(v, a, BigInt(8 * MB + 10), 1); // confirmed, not saved yet
+  const r = runRetention(v, dir, dir, { walKeepSize: 0, maxSlotWalKeepSize: -1 }, createLogger('silent'));
+  t.same(r!.removed, [segmentFileName(1, 1n, MB)], 'only the segment before the saved restart_lsn goes');
+  saveSlot(dir, readSlot(v, a)!);
+  const r2 = runRetention(v, dir, dir, { walKeepSize: 0, maxSlotWalKeepSize: -1 }, createLogger('silent'));
+  t.same(r2!.removed.length, 6, 'once saved, the horizon follows');
 });

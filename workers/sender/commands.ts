@@ -1,8 +1,7 @@
 // The replication commands of a physical walsender, shaped exactly as PostgreSQL 15
 // answers them (walsender.c exec_replication_command): IDENTIFY_SYSTEM, SHOW,
-// TIMELINE_HISTORY, READ_REPLICATION_SLOT; START_REPLICATION goes to streaming.ts.
-// Replication slots are not stored yet: they answer as a PostgreSQL server with
-// max_replication_slots = 0 does.
+// TIMELINE_HISTORY; START_REPLICATION goes to streaming.ts, the replication slot
+// commands to slot-commands.ts.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -46,7 +45,7 @@ export async function executeCommand(ctx: SenderContext, conn: ClientConnection,
       createReplicationSlot(ctx, conn, info.connId, cmd);
       return false;
     case 'DROP_REPLICATION_SLOT':
-      await dropReplicationSlot(ctx, conn, info.connId, cmd.slotName, cmd.wait);
+      await dropReplicationSlot(ctx, conn, info, cmd.slotName, cmd.wait);
       return false;
     case 'START_REPLICATION':
       if (cmd.logical) {
@@ -90,7 +89,7 @@ function showValue(ctx: SenderContext, info: SessionInfo, name: string): string 
     case 'transaction_read_only': case 'default_transaction_read_only': return 'off';
     case 'in_hot_standby': return 'off';
     case 'application_name': return info.applicationName;
-    case 'max_replication_slots': return '0';
+    case 'max_replication_slots': return String(ctx.views.maxReplicationSlots);
     case 'timezone': return 'Etc/UTC';
     case 'server_encoding': case 'client_encoding': return 'SQL_ASCII';
     default: return null;

@@ -8,13 +8,16 @@ import {
 } from '../../src/protocol/backend.ts';
 import { PgError } from '../../src/protocol/errors.ts';
 import { formatLsn } from '../../src/protocol/lsn.ts';
-import { readFlush } from '../../src/shmem/control.ts';
+import { readFlush, shutdownMode } from '../../src/shmem/control.ts';
+import { ShutdownMode } from '../../src/shmem/layout.ts';
+import { terminateRequested } from '../../src/shmem/walsnd.ts';
 import { removeSlot, saveSlot } from '../../src/slots/persist.ts';
 import {
   acquireSlot, createSlot, findSlot, freeSlot, readSlot, releaseSlot, temporarySlotsOf,
 } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
+import { adminShutdownError, type SessionInfo } from './session.ts';
 
 const text = (name: string) => ({ name, typeOid: TypeOid.TEXT, typeLen: -1 });
 
@@ -50,8 +53,12 @@ export function createReplicationSlot(ctx: SenderContext, conn: ClientConnection
   ]));
 }
 
-/** DROP_REPLICATION_SLOT name [WAIT]: WAIT blocks until the slot is released. */
-export async function dropReplicationSlot(ctx: SenderContext, conn: ClientConnection, connId: number, name: string, wait: boolean): Promise<void> {
+/**
+ * DROP_REPLICATION_SLOT name [WAIT]: WAIT blocks until the slot is released, and, like
+ * PostgreSQL's ConditionVariableSleep, still obeys a terminate request or shutdown.
+ */
+export async function dropReplicationSlot(ctx: SenderContext, conn: ClientConnection, info: SessionInfo, name: string, wait: boolean): Promise<void> {
+  const connId = info.connId;
   let i: number;
   for (;;) {
     try {
@@ -60,6 +67,7 @@ export async function dropReplicationSlot(ctx: SenderContext, conn: ClientConnec
     } catch (e) {
       if (!wait || !(e instanceof PgError) || e.code !== '55006' || conn.closed) throw e;
       await new Promise((r) => setTimeout(r, 100));
+      if (terminateRequested(ctx.views, info.slotIndex) || shutdownMode(ctx.views) !== ShutdownMode.NONE) throw adminShutdownError();
     }
   }
   dropAcquired(ctx, i, connId);
