@@ -18,7 +18,7 @@ import {
 import { createSharedMemory, ShutdownMode, type SharedViews } from './shmem/layout.ts';
 import { reclaimWalSnds } from './shmem/walsnd.ts';
 import { loadSlots } from './slots/persist.ts';
-import { createSlot } from './slots/slots.ts';
+import { createSlot, reclaimSlotsOf } from './slots/slots.ts';
 import type { IngestEvent, IngestRequest, IngestWorkerData } from '../workers/ingest.ts';
 import type { SenderWorkerData } from '../workers/sender/context.ts';
 import type { SenderTask } from '../workers/sender.ts';
@@ -48,7 +48,7 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   const storeDir = config.source === 'archive' ? config.archiveDir! : config.dataDir;
   // Bad hba/users/certificate files stop the start, before any thread runs.
   const auth = new AuthControl({ hbaFile: config.hbaFile, usersFile: config.usersFile, sslCertFile: config.sslCertFile,
-    sslKeyFile: config.sslKeyFile }, config.authenticationTimeoutMs, log);
+    sslKeyFile: config.sslKeyFile, dataDir: config.dataDir }, config.authenticationTimeoutMs, log);
   const views = createSharedMemory(config.maxWalSenders, config.maxReplicationSlots);
   restoreReplicationSlots(views, config, log);
   setWalSenderTimeoutMs(views, config.walSenderTimeoutMs);
@@ -78,7 +78,7 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   });
 
   const senderData: SenderWorkerData = {
-    sab: views.sab, storeDir, dataDir: config.dataDir, logLevel: config.logLevel, serverVersion: VERSION, auth: auth.workerData(),
+    sab: views.sab, storeDir, archiveStore: config.source === 'archive', dataDir: config.dataDir, logLevel: config.logLevel, serverVersion: VERSION, auth: auth.workerData(),
   };
   const pool = new Piscina({
     filename: new URL('../workers/sender.ts', import.meta.url).href,
@@ -168,9 +168,14 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   };
 }
 
-/** Free the WalSnd slots of a connection whose task is gone; retry while a lock is busy. */
-function reclaim(views: SharedViews, connId: number): void {
-  if (!reclaimWalSnds(views, connId)) setTimeout(() => reclaim(views, connId), 10);
+/**
+ * Free the WalSnd and replication slots of a connection whose task is gone; retry while a
+ * lock is busy. WalSnd locks are held for a few stores, so one still busy after a second
+ * of retries was left by a thread terminated inside it: take it over.
+ */
+function reclaim(views: SharedViews, connId: number, attempt = 0): void {
+  const walSnds = reclaimWalSnds(views, connId, attempt >= 100);
+  if (!reclaimSlotsOf(views, connId, attempt >= 100) || !walSnds) setTimeout(() => reclaim(views, connId, attempt + 1), 10);
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<boolean> {

@@ -3,7 +3,7 @@
 // Senders wait on GENERATION with Atomics.waitAsync; publishers bump it and notify.
 
 import { C32, C64, REFUSAL_REASONS, StoreState, type RefusalReason, type SharedViews } from './layout.ts';
-import { spinLock, spinUnlock, trySpinLock } from './spinlock.ts';
+import { pause, spinLock, spinUnlock } from './spinlock.ts';
 
 export type StoreIdentity = { sysid: bigint; segSize: number; pageMagic: number };
 export type FlushPosition = { flushLsn: bigint; timeline: number };
@@ -18,11 +18,27 @@ export function publishIdentity(v: SharedViews, id: StoreIdentity, start: FlushP
   Atomics.store(v.i64, C64.SYSID, id.sysid);
   Atomics.store(v.i32, C32.SEG_SIZE, id.segSize);
   Atomics.store(v.i32, C32.PAGE_MAGIC, id.pageMagic);
-  Atomics.store(v.i64, C64.FLUSH_LSN, start.flushLsn);
-  Atomics.store(v.i32, C32.TIMELINE, start.timeline);
+  storeFlush(v, start);
   Atomics.store(v.i32, C32.STORE_STATE, StoreState.READY);
   spinUnlock(v.i32, C32.LOCK);
   wakeSenders(v);
+}
+
+/** The two words under the sequence counter (publishers hold C32.LOCK). */
+function storeFlush(v: SharedViews, pos: FlushPosition): void {
+  Atomics.add(v.i32, C32.FLUSH_SEQ, 1); // odd: being written
+  Atomics.store(v.i64, C64.FLUSH_LSN, pos.flushLsn);
+  Atomics.store(v.i32, C32.TIMELINE, pos.timeline);
+  Atomics.add(v.i32, C32.FLUSH_SEQ, 1); // even again
+}
+
+/** One consistent read of the pair, or null if a publisher was writing it meanwhile. */
+function tryReadFlush(v: SharedViews): FlushPosition | null {
+  const seq = Atomics.load(v.i32, C32.FLUSH_SEQ);
+  if (seq & 1) return null;
+  const flushLsn = BigInt.asUintN(64, Atomics.load(v.i64, C64.FLUSH_LSN));
+  const timeline = Atomics.load(v.i32, C32.TIMELINE);
+  return Atomics.load(v.i32, C32.FLUSH_SEQ) === seq ? { flushLsn, timeline } : null;
 }
 
 export function storeIdentity(v: SharedViews): StoreIdentity | null {
@@ -37,28 +53,28 @@ export function storeIdentity(v: SharedViews): StoreIdentity | null {
 /** Publish a new durable end of WAL (and its timeline), then wake every waiting sender. */
 export function publishFlush(v: SharedViews, pos: FlushPosition): void {
   spinLock(v.i32, C32.LOCK);
-  Atomics.store(v.i64, C64.FLUSH_LSN, pos.flushLsn);
-  Atomics.store(v.i32, C32.TIMELINE, pos.timeline);
+  storeFlush(v, pos);
   spinUnlock(v.i32, C32.LOCK);
   wakeSenders(v);
 }
 
 /** Flush position and timeline as one consistent pair (worker threads). */
 export function readFlush(v: SharedViews): FlushPosition {
-  spinLock(v.i32, C32.LOCK);
-  const flushLsn = Atomics.load(v.i64, C64.FLUSH_LSN);
-  const timeline = Atomics.load(v.i32, C32.TIMELINE);
-  spinUnlock(v.i32, C32.LOCK);
-  return { flushLsn: BigInt.asUintN(64, flushLsn), timeline };
+  for (let spins = 1; ; spins++) {
+    const pos = tryReadFlush(v);
+    if (pos) return pos;
+    pause(spins < 64 ? spins : 64);
+  }
 }
 
-/** Main-thread variant: bounded spinning; if the lock stays busy, two atomic loads. */
+/** Main-thread variant: bounded retries; if a publisher stays busy, two atomic loads. */
 export function peekFlush(v: SharedViews): FlushPosition {
-  const locked = trySpinLock(v.i32, C32.LOCK, 100);
-  const flushLsn = BigInt.asUintN(64, Atomics.load(v.i64, C64.FLUSH_LSN));
-  const timeline = Atomics.load(v.i32, C32.TIMELINE);
-  if (locked) spinUnlock(v.i32, C32.LOCK);
-  return { flushLsn, timeline };
+  for (let tries = 0; tries < 100; tries++) {
+    const pos = tryReadFlush(v);
+    if (pos) return pos;
+    pause(8);
+  }
+  return { flushLsn: BigInt.asUintN(64, Atomics.load(v.i64, C64.FLUSH_LSN)), timeline: Atomics.load(v.i32, C32.TIMELINE) };
 }
 
 export function generation(v: SharedViews): number {

@@ -12,7 +12,7 @@ export const CONTROL_BYTES = 512;
 // Control block, Int32 word indices.
 export const C32 = {
   GENERATION: 0, // bumped and notified whenever new WAL or a state change is published
-  LOCK: 1, // spinlock guarding the 64-bit flush position together with the timeline
+  LOCK: 1, // spinlock serializing publishers of the flush position and timeline
   STORE_STATE: 2, // StoreState
   TIMELINE: 3, // timeline of the flush position
   SEG_SIZE: 4,
@@ -23,6 +23,10 @@ export const C32 = {
   SOURCE_STATE: 9, // SourceState
   NEXT_CONN_ID: 10,
   MAX_REPLICATION_SLOTS: 11, // size of the replication slot region after the WalSnd slots
+  // Sequence counter of the flush position and timeline: odd while a publisher writes
+  // them. Readers retry instead of locking, so a reader's thread that is terminated
+  // mid-read leaves nothing held.
+  FLUSH_SEQ: 12,
   // Operations area (byte 256 on).
   LOG_LEVEL: 64, // index + 1 into LOG_LEVEL_CODES (control.ts), 0 = unset; workers follow it
   UPSTREAM_CONNECTED: 65, // 1 while the upstream receiver has a streaming connection

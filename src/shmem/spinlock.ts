@@ -7,7 +7,7 @@ const UNLOCKED = 0;
 const LOCKED = 1;
 
 // Atomics.pause exists on Node >= 24 (a CPU spin hint); tolerate its absence.
-const pause: (n?: number) => void =
+export const pause: (n?: number) => void =
   typeof (Atomics as unknown as { pause?: unknown }).pause === 'function'
     ? (Atomics as unknown as { pause: (n?: number) => void }).pause
     : () => {};

@@ -105,14 +105,17 @@ export function releaseWalSnd(v: SharedViews, index: number, connId: number): vo
 /**
  * Main thread: free every slot still held by `connId` (its task ended without doing it,
  * e.g. its worker thread died). Returns false if some slot's lock stayed busy, so the
- * caller retries later instead of blocking.
+ * caller retries later instead of blocking. A thread can be terminated inside a
+ * critical section and leave its slot's lock held forever: with `takeOver` (the caller
+ * has seen the lock busy far longer than anyone holds it) the lock is taken anyway and
+ * released with the slot.
  */
-export function reclaimWalSnds(v: SharedViews, connId: number): boolean {
+export function reclaimWalSnds(v: SharedViews, connId: number, takeOver = false): boolean {
   let done = true;
   for (let i = 0; i < v.maxWalSenders; i++) {
     if (Atomics.load(v.i32, slot32(i, S32.PID)) !== connId) continue;
     const lock = slot32(i, S32.LOCK);
-    if (!trySpinLock(v.i32, lock, 100)) { done = false; continue; }
+    if (!trySpinLock(v.i32, lock, 100) && !takeOver) { done = false; continue; }
     if (Atomics.load(v.i32, slot32(i, S32.PID)) === connId) {
       Atomics.store(v.i32, slot32(i, S32.STATE), WalSndState.FREE);
       Atomics.store(v.i32, slot32(i, S32.PID), 0);

@@ -47,6 +47,7 @@ export class ArchiveSource {
   private identity: StoreIdentity | null = null;
   private flushLsn = 0n;
   private timeline = 0;
+  private flushHistory: TimelineHistoryEntry[] | null = null; // the history flushLsn was computed on
   private watcher: fs.FSWatcher | null = null;
   private interval: NodeJS.Timeout | null = null;
   private scanQueued: NodeJS.Timeout | null = null;
@@ -192,6 +193,13 @@ export class ArchiveSource {
     const seg = BigInt(id.segSize);
     const fileFor = (segno: bigint): string => segmentFileName(tliOfPoint(history, (segno + 1n) * seg - 1n), segno, id.segSize);
     let flush = this.flushLsn;
+    if (flush !== 0n && tli !== this.timeline && this.flushHistory) {
+      // WAL past the point where the new history leaves the old one is another timeline's
+      // (a fork inside WAL already published, as after point-in-time recovery): walk the
+      // new history again from the segment holding that point, even if that is lower.
+      const fork = forkPoint(this.flushHistory, history);
+      if (fork !== null && fork / seg * seg < flush) flush = fork / seg * seg;
+    }
     if (flush === 0n) {
       // First publication: the end of the newest valid segment on this history.
       let newest = -1n;
@@ -204,6 +212,7 @@ export class ArchiveSource {
     const first = this.flushLsn === 0n;
     this.flushLsn = flush;
     this.timeline = tli;
+    this.flushHistory = history;
     if (first && !storeIdentity(this.views)) {
       publishIdentity(this.views, id, { flushLsn: flush, timeline: tli });
       this.log.info({ sysid: id.sysid.toString(), segSize: id.segSize, major: majorVersionFromMagic(id.pageMagic),
@@ -213,6 +222,21 @@ export class ArchiveSource {
       this.log.debug({ timeline: tli, flushLsn: formatLsn(flush) }, 'archive flush position advanced');
     }
   }
+}
+
+/** The first LSN at which two timeline histories differ (null if they agree everywhere). */
+export function forkPoint(a: readonly TimelineHistoryEntry[], b: readonly TimelineHistoryEntry[]): bigint | null {
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.tli !== y.tli) return x.begin < y.begin ? x.begin : y.begin;
+    if (x.end !== y.end) {
+      if (x.end === null) return y.end;
+      if (y.end === null) return x.end;
+      return x.end < y.end ? x.end : y.end;
+    }
+  }
+  return null;
 }
 
 function bySegment(a: string, b: string): number {

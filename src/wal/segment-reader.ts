@@ -1,23 +1,31 @@
 // The one way WAL bytes leave the store: a reader that keeps the current segment file
 // open and fills caller buffers with large positioned reads (one preadv per segment
-// run), so the sender can read file data straight into its outgoing buffer.
+// run), so the sender can read file data straight into its outgoing buffer. Over an
+// archive (files we did not write) it opens only complete segments whose size and long
+// page header pass the archive source's checks, so nothing unvalidated is ever served.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { PgError } from '../protocol/errors.ts';
+import { SIZE_OF_LONG_PHD, validateSegmentLongHeader } from './page.ts';
 import { segmentFileName } from './segment.ts';
+
+/** The store identity a segment must match before it is read. */
+export type SegmentValidation = { sysid: bigint; pageMagic: number };
 
 export class SegmentReader {
   readonly dir: string;
   readonly segSize: number;
+  private readonly validation: SegmentValidation | null;
   private fd = -1;
   private openTli = 0;
   private openSegno = -1n;
   private openName = '';
 
-  constructor(dir: string, segSize: number) {
+  constructor(dir: string, segSize: number, opts: { validate?: SegmentValidation } = {}) {
     this.dir = dir;
     this.segSize = segSize;
+    this.validation = opts.validate ?? null;
   }
 
   /**
@@ -44,6 +52,18 @@ export class SegmentReader {
     }
   }
 
+  /** The archive source's checks of the open file: full size, then the long page header. */
+  private check(tli: number, segno: bigint): string | null {
+    const size = fs.fstatSync(this.fd).size;
+    if (size !== this.segSize) return `file has ${size} bytes, expected ${this.segSize}`;
+    const first = Buffer.alloc(SIZE_OF_LONG_PHD);
+    const n = fs.readSync(this.fd, first, 0, first.length, 0);
+    return validateSegmentLongHeader(first.subarray(0, n), {
+      segStartLsn: segno * BigInt(this.segSize), segSize: this.segSize, sysid: this.validation!.sysid,
+      fileTli: tli, pageMagic: this.validation!.pageMagic,
+    });
+  }
+
   close(): void {
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
@@ -55,8 +75,9 @@ export class SegmentReader {
     this.close();
     const name = segmentFileName(tli, segno, this.segSize);
     // A complete segment first, then the open one; retry the complete name once in case
-    // the source renamed .partial between the two attempts.
-    for (const candidate of [name, `${name}.partial`, name]) {
+    // the source renamed .partial between the two attempts. An archive has no open one.
+    const candidates = this.validation ? [name] : [name, `${name}.partial`, name];
+    for (const candidate of candidates) {
       try {
         this.fd = fs.openSync(path.join(this.dir, candidate), 'r');
         break;
@@ -64,8 +85,13 @@ export class SegmentReader {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
     }
-    if (this.fd < 0) {
-      throw new PgError('ERROR', '58P01', `requested WAL segment ${name} has already been removed`);
+    const removed = (detail?: string): PgError =>
+      new PgError('ERROR', '58P01', `requested WAL segment ${name} has already been removed`, detail ? { detail } : undefined);
+    if (this.fd < 0) throw removed();
+    const problem = this.validation ? this.check(tli, segno) : null;
+    if (problem) {
+      this.close();
+      throw removed(`The archived file failed validation: ${problem}.`);
     }
     this.openTli = tli;
     this.openSegno = segno;

@@ -12,6 +12,8 @@ import { GenerationWatch } from './waker.ts';
 export type SenderWorkerData = {
   sab: SharedArrayBuffer;
   storeDir: string;
+  /** The store is an archive we do not write: each segment is checked before it is read. */
+  archiveStore: boolean;
   dataDir: string; // pg-walsender's own state (replication slots), even when serving an archive
   logLevel: string;
   serverVersion: string; // e.g. "0.1.0", shown after the PostgreSQL version
@@ -21,6 +23,7 @@ export type SenderWorkerData = {
 export type SenderContext = {
   views: SharedViews;
   storeDir: string;
+  archiveStore: boolean;
   dataDir: string;
   log: Logger;
   watch: GenerationWatch;
@@ -61,6 +64,7 @@ export function senderContext(data: SenderWorkerData, batchBytes: number): Sende
     context = {
       views,
       storeDir: data.storeDir,
+      archiveStore: data.archiveStore,
       dataDir: data.dataDir,
       log,
       watch: new GenerationWatch(views),

@@ -163,7 +163,8 @@ class PhysicalStream {
     this.plan = plan;
     const id = storeIdentity(ctx.views)!;
     this.segSize = BigInt(id.segSize);
-    this.reader = new SegmentReader(ctx.storeDir, id.segSize);
+    this.reader = new SegmentReader(ctx.storeDir, id.segSize,
+      ctx.archiveStore ? { validate: { sysid: id.sysid, pageMagic: id.pageMagic } } : {});
     this.sent = startPoint;
   }
 
@@ -217,9 +218,8 @@ class PhysicalStream {
 
   /** How far we may send: the flush position, or the switch point of a historic timeline. */
   private sendLimit(): bigint {
-    if (this.plan.historic) return this.plan.validUpto;
     const flush = readFlush(this.ctx.views);
-    if (flush.timeline !== this.plan.tli) {
+    if (!this.plan.historic && flush.timeline !== this.plan.tli) {
       // The store moved to a newer timeline while we stream this one: it became historic.
       try {
         historicPlan(this.ctx, this.plan, flush.timeline, this.sent);
@@ -227,8 +227,11 @@ class PhysicalStream {
         this.ctx.log.error({ err: e }, 'cannot follow timeline switch');
         throw e;
       }
-      if (this.plan.historic) return this.plan.validUpto;
     }
+    // The switch point ends a historic timeline, but the store may not hold the newer
+    // timeline's switch segment yet (an archive where it is still arriving): the flush
+    // position bounds historic streaming too.
+    if (this.plan.historic && this.plan.validUpto < flush.flushLsn) return this.plan.validUpto;
     return flush.flushLsn;
   }
 
