@@ -1,6 +1,7 @@
 // The main thread's control plane (the "postmaster"): creates the shared memory,
 // starts the ingest thread and the sender pool, accepts TCP connections and transfers
-// each untouched socket to a sender task, reclaims WalSnd slots of tasks that ended
+// each untouched socket to a sender task (or, with every task busy, refuses it with
+// PostgreSQL's "too many clients"), reclaims WalSnd slots of tasks that ended
 // abnormally, and runs reload and the two shutdown modes. It never reads WAL and
 // never blocks: no Atomics.wait, only bounded spinlock attempts.
 
@@ -10,10 +11,11 @@ import { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { AuthControl } from './auth/material.ts';
 import type { Config } from './config.ts';
+import { refuseTooManyClients } from './dead-end.ts';
 import type { Logger } from './log.ts';
 import { pgNow } from './protocol/lsn.ts';
 import {
-  nextConnectionId, requestShutdown, setLogLevel, setStartTime, setWalSenderTimeoutMs,
+  countConnectionRefused, nextConnectionId, requestShutdown, setLogLevel, setStartTime, setWalSenderTimeoutMs,
 } from './shmem/control.ts';
 import { createSharedMemory, ShutdownMode, type SharedViews } from './shmem/layout.ts';
 import { reclaimWalSnds } from './shmem/walsnd.ts';
@@ -80,13 +82,18 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   const senderData: SenderWorkerData = {
     sab: views.sab, storeDir, archiveStore: config.source === 'archive', dataDir: config.dataDir, logLevel: config.logLevel, serverVersion: VERSION, auth: auth.workerData(),
   };
+  // Every connection is one long-lived task. Like PostgreSQL's MaxLivePostmasterChildren
+  // (twice the backends), there is room for twice max_wal_senders plus connections still
+  // authenticating or being refused; past it a connection is refused at once, never
+  // queued (a queued socket has no authentication_timeout running, so a few silent
+  // connections would lock every standby out).
+  const tasksPerWorker = Math.ceil((2 * config.maxWalSenders + 64) / config.workers);
+  const taskCapacity = tasksPerWorker * config.workers;
   const pool = new Piscina({
     filename: new URL('../workers/sender.ts', import.meta.url).href,
     minThreads: config.workers,
     maxThreads: config.workers,
-    // Every connection is one long-lived task; room for all senders plus short-lived
-    // refusals (over the limit, bad startup) without queueing.
-    concurrentTasksPerWorker: Math.ceil((config.maxWalSenders + 64) / config.workers),
+    concurrentTasksPerWorker: tasksPerWorker,
     idleTimeout: Infinity,
     atomics: 'disabled', // a sync Atomics.wait between tasks would freeze the other connections
     workerData: senderData,
@@ -97,6 +104,13 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
     if (!accepting) {
       socket.destroy();
+      return;
+    }
+    if (tasks.size >= taskCapacity) {
+      refuseTooManyClients(socket, Boolean(auth.paths.sslCertFile && auth.paths.sslKeyFile));
+      countConnectionRefused(views, 'too_many_clients');
+      log.warn({ clientAddr: socket.remoteAddress, clientPort: socket.remotePort, tasks: tasks.size },
+        'sorry, too many clients already');
       return;
     }
     const connId = nextConnectionId(views);

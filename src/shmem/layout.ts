@@ -39,7 +39,7 @@ export const C64 = {
   START_TIME: 10,
   // Operations area (byte 320 on). Counters only grow (Atomics.add), for Prometheus.
   CONNECTIONS_ACCEPTED: 40, // every connection a sender task started on
-  CONNECTIONS_REFUSED: 41, // 41 + index into REFUSAL_REASONS (8 words)
+  CONNECTIONS_REFUSED: 41, // 41 + index into REFUSAL_REASONS (9 words)
   AUTH_FAILURES: 50, // failed authentication exchanges (SQLSTATE class 28)
   SENT_BYTES_TOTAL: 51, // WAL bytes sent by every sender since start
   // The upstream receiver's status (issue 3 publishes with publishUpstreamStatus()).
@@ -58,6 +58,7 @@ export const REFUSAL_REASONS = [
   'protocol_violation', // 08P01
   'authentication_failed', // class 28
   'startup_timeout', // authentication_timeout passed
+  'too_many_clients', // 53300: every sender task busy, refused by the main thread
   'other',
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
@@ -79,7 +80,7 @@ export const S32 = {
   LOCK: 0,
   STATE: 1,
   PID: 2, // connection id; 0 = free
-  TERMINATE: 3, // set by the admin API: the sender ends with FATAL 57P01
+  TERMINATE: 3, // connection id the admin API asked to end (FATAL 57P01); ignored by any other holder
   CLIENT_PORT: 4,
   OWNER_THREAD: 5, // worker threadId, so the main thread can reclaim slots of a dead thread
   APP_NAME_LEN: 6,
