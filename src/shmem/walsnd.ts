@@ -182,14 +182,17 @@ export function recordReplyTime(v: SharedViews, index: number, replyTime: bigint
 }
 
 export function terminateRequested(v: SharedViews, index: number): boolean {
-  return Atomics.load(v.i32, slot32(index, S32.TERMINATE)) !== 0;
+  const target = Atomics.load(v.i32, slot32(index, S32.TERMINATE));
+  return target !== 0 && target === Atomics.load(v.i32, slot32(index, S32.PID));
 }
 
 /** Main thread: ask the sender of connection `pid` to end (pg_terminate_backend). */
 export function requestTerminate(v: SharedViews, pid: number): boolean {
   for (let i = 0; i < v.maxWalSenders; i++) {
     if (Atomics.load(v.i32, slot32(i, S32.PID)) === pid) {
-      Atomics.store(v.i32, slot32(i, S32.TERMINATE), 1);
+      // The connection id, not a bare flag: if the slot was freed and claimed by another
+      // connection since the check above, the request does not apply to that one.
+      Atomics.store(v.i32, slot32(i, S32.TERMINATE), pid);
       wakeSenders(v); // the sender checks its flag when woken
       return true;
     }

@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import t from 'tap';
 import { peekFlush, publishFlush, publishIdentity, readFlush, storeIdentity } from '../../src/shmem/control.ts';
-import { createSharedMemory, WalSndState } from '../../src/shmem/layout.ts';
+import { createSharedMemory, S32, slot32, WalSndState } from '../../src/shmem/layout.ts';
 import {
   activeWalSndCount, claimWalSnd, oldestSentPosition, reclaimWalSnds, recordStandbyReply, releaseWalSnd,
   requestTerminate, setWalSndSent, snapshotWalSnds, terminateRequested,
@@ -31,6 +31,22 @@ t.test('claim, limit, release, reclaim', async (t) => {
   t.ok(requestTerminate(v, 3));
   t.ok(terminateRequested(v, 2));
   t.notOk(terminateRequested(v, 0));
+});
+
+t.test('a terminate request applies only to the connection it named', async (t) => {
+  const v = createSharedMemory(1);
+  t.equal(claimWalSnd(v, who(7)), 0);
+  t.ok(requestTerminate(v, 7));
+  t.ok(terminateRequested(v, 0), 'connection 7 sees its request');
+  // The race: the main thread saw connection 7 in slot 0, then 7 ended and 8 claimed
+  // the slot, then the main thread's store landed. Replay that store by hand.
+  releaseWalSnd(v, 0, 7);
+  t.equal(claimWalSnd(v, who(8)), 0);
+  t.notOk(terminateRequested(v, 0), 'a fresh claim starts without a request');
+  Atomics.store(v.i32, slot32(0, S32.TERMINATE), 7);
+  t.notOk(terminateRequested(v, 0), "connection 8 ignores the request meant for 7");
+  t.ok(requestTerminate(v, 8));
+  t.ok(terminateRequested(v, 0), 'a request naming 8 applies');
 });
 
 t.test('long and multi-byte application_name is cut at a character boundary', async (t) => {
