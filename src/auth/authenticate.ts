@@ -13,7 +13,7 @@ import {
 } from '../protocol/backend.ts';
 import { PgError } from '../protocol/errors.ts';
 import {
-  MessageCursor, PG_MAX_AUTH_TOKEN_LENGTH, PG_MAX_SASL_MESSAGE_LENGTH, parsePasswordPacket,
+  MessageCursor, PG_MAX_AUTH_TOKEN_LENGTH, PG_MAX_SASL_MESSAGE_LENGTH, parsePasswordPacket, parsePasswordPacketBytes,
 } from '../protocol/frontend.ts';
 import { matchHba, type HbaMethod } from './hba.ts';
 import { normalizeClientAddr } from './inet.ts';
@@ -114,8 +114,7 @@ async function passwordAuth(conn: AuthConnection, user: string, role: UserEntry 
   conn.write(authenticationCleartextPassword());
   const body = await readResponse(conn, 'password');
   if (body === null) return null;
-  parsePasswordPacket(body); // its checks (one string, not empty); the password is its raw bytes
-  const password = body.subarray(0, body.length - 1);
+  const password = parsePasswordPacketBytes(body);
   return role?.verifier ? verifyPlainPassword(user, role.verifier, password) : false;
 }
 

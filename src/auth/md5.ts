@@ -17,8 +17,10 @@ export function isMd5Verifier(s: string): boolean {
 }
 
 /** pg_md5_encrypt(password, username): what CREATE ROLE stores with password_encryption=md5. */
-export function md5Verifier(password: string, user: string): string {
-  return `md5${md5hex(Buffer.from(password, 'utf8'), Buffer.from(user, 'utf8'))}`;
+/** pg_md5_encrypt; the password as text (encoded as UTF-8) or as the client's bytes. */
+export function md5Verifier(password: string | Buffer, user: string): string {
+  const bytes = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
+  return `md5${md5hex(bytes, Buffer.from(user, 'utf8'))}`;
 }
 
 /** What the client must answer to AuthenticationMD5Password with this salt. */
@@ -43,10 +45,7 @@ export function md5VerifyResponse(verifier: string, salt: Buffer, response: stri
  * password as the client sent it (bytes) or as text (encoded as UTF-8).
  */
 export async function verifyPlainPassword(user: string, verifier: string, password: string | Buffer): Promise<boolean> {
-  if (isMd5Verifier(verifier)) {
-    const bytes = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
-    return equalStrings(`md5${md5hex(bytes, Buffer.from(user, 'utf8'))}`, verifier);
-  }
+  if (isMd5Verifier(verifier)) return equalStrings(md5Verifier(password, user), verifier);
   const secret = parseScramSecret(verifier);
   return secret !== null && await scramVerifyPlainPassword(password, secret);
 }

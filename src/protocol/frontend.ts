@@ -182,12 +182,17 @@ export function parsePasswordMessage(body: Buffer): Buffer {
  * body must be exactly one NUL-terminated string, and not empty.
  */
 export function parsePasswordPacket(body: Buffer): string {
+  return parsePasswordPacketBytes(body).toString('utf8');
+}
+
+/** The same checks; the password as the client's bytes (the password method compares bytes, as PostgreSQL does). */
+export function parsePasswordPacketBytes(body: Buffer): Buffer {
   const nul = body.indexOf(0);
   if (nul === -1 || nul + 1 !== body.length) throw fatalProtocol('invalid password packet size');
   if (body.length === 1) {
     throw new PgError('FATAL', SqlState.INVALID_PASSWORD, 'empty password returned by client');
   }
-  return body.toString('utf8', 0, nul);
+  return body.subarray(0, nul);
 }
 
 /**
