@@ -22,17 +22,21 @@ const loopBody = (call: string): string => `
   parentPort.postMessage('running');
   for (let i = 1n; ; i++) ${call};
 `;
+// Reports 'loaded' first, so the deadline below covers the call alone, not the thread's
+// start-up (which takes seconds on a loaded 2-core CI machine).
 const oneShot = (call: string): string => `
   import { workerData, parentPort } from 'node:worker_threads';
   import { viewsOf } from '${shmem}layout.ts';
   import { readFlush } from '${shmem}control.ts';
   import { claimWalSnd } from '${shmem}walsnd.ts';
   const v = viewsOf(workerData.sab);
+  parentPort.postMessage('loaded');
   parentPort.postMessage(String(${call}));
 `;
 
+// execArgv []: not tap's import hooks, which make every thread start several times slower.
 function worker(body: string, sab: SharedArrayBuffer): Worker {
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(body)}`), { workerData: { sab } });
+  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(body)}`), { workerData: { sab }, execArgv: [] });
 }
 
 /** Start a worker running `call` in a loop and terminate it a few milliseconds later, mid-loop. */
@@ -43,15 +47,27 @@ async function killMidLoop(v: SharedViews, call: string): Promise<void> {
   await w.terminate();
 }
 
-/** Run `call` once on a fresh worker; its result, or 'blocked' if it did not finish within 2 s. */
+/** Run `call` once on a fresh worker; its result, or 'blocked' if the call (not the thread's start) took over 5 s. */
 async function onOtherThread(v: SharedViews, call: string): Promise<string> {
   const w = worker(oneShot(call), v.sab);
-  const answer = await Promise.race([
-    new Promise<string>((resolve) => w.once('message', resolve)),
-    new Promise<string>((resolve) => setTimeout(() => resolve('blocked'), 2000)),
-  ]);
-  await w.terminate();
-  return answer;
+  const messages: string[] = [];
+  let deadline: NodeJS.Timeout | undefined;
+  const startDeadline = setTimeout(() => w.emit('error', new Error('the thread did not start within 60 s')), 60_000);
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      w.once('error', reject);
+      w.on('message', (m: string) => {
+        messages.push(m);
+        if (messages.length > 1) return resolve(m);
+        clearTimeout(startDeadline);
+        deadline = setTimeout(() => resolve('blocked'), 5000);
+      });
+    });
+  } finally {
+    clearTimeout(startDeadline);
+    clearTimeout(deadline);
+    await w.terminate();
+  }
 }
 
 const RUNS = 20;
