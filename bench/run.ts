@@ -27,6 +27,9 @@ import { freePort, makeTempDir, pgBin, runOk, sha256Dir } from '../test/helpers/
 const quick = process.env.BENCH_QUICK === '1';
 const SIZE_MIB = quick ? 128 : 512;
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+// BENCH_ONLY=catchup: the catch-up comparisons alone (for quick A/B of the send path);
+// prints them and writes bench/out/results-catchup.json, not results.json.
+const catchupOnly = process.env.BENCH_ONLY === 'catchup';
 const CONCURRENT = 16;
 const IDLE_STANDBYS = 200;
 
@@ -85,6 +88,14 @@ async function main(): Promise<void> {
     catchup.push(await singleReceivewal(tmp.path, wal, srv, RUNS, archiveSums));
     log(`catch-up, ${CONCURRENT} concurrent, walsink`);
     catchup.push(await concurrentWalsink(walsink, wal, srv, RUNS, CONCURRENT));
+    if (catchupOnly) {
+      const rows = catchup.map((c) => `${c.name}: PostgreSQL ${c.postgres}, pg-walsender ${c.walsender} ${c.unit}, ${c.ratio}x`
+        + ` (server CPU s/GB ${c.cpuPerGB.postgres.server} vs ${c.cpuPerGB.walsender.server})`);
+      process.stdout.write(`\n${rows.join('\n')}\n`);
+      fs.mkdirSync(outDir, { recursive: true });
+      fs.writeFileSync(path.join(outDir, 'results-catchup.json'), `${JSON.stringify({ date: new Date().toISOString(), git, quick, catchup }, null, 2)}\n`);
+      return;
+    }
     log('isolation: 4 walsinks with and without a standby that stops reading');
     const stuck = await stuckStandby(walsink, wal, srv, quick ? 1 : 3);
     await ours.stop();

@@ -24,6 +24,7 @@ import { createSlot, reclaimSlotsOf } from './slots/slots.ts';
 import type { IngestEvent, IngestRequest, IngestWorkerData } from '../workers/ingest.ts';
 import type { SenderWorkerData } from '../workers/sender/context.ts';
 import type { SenderTask } from '../workers/sender.ts';
+import { walReadMethod } from './wal/walmap.ts';
 
 export const VERSION: string = JSON.parse(
   fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
@@ -136,6 +137,9 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   const port = (server.address() as net.AddressInfo).port;
   log.info({ host: config.listen.host, port, source: config.source, storeDir, workers: config.workers,
     maxWalSenders: config.maxWalSenders }, 'listening for replication connections');
+  const walRead = walReadMethod();
+  if (walRead.method === 'mmap') log.info({ walRead: 'mmap' }, 'senders write WAL from segment mappings (native walmap module)');
+  else log.info({ walRead: 'read', why: walRead.why }, 'senders copy WAL through read buffers');
 
   const stopIngest = async (): Promise<void> => {
     const stopped = new Promise<void>((resolve) => {

@@ -180,7 +180,9 @@ export const MAX_SEND_SIZE = 131072;
 
 /**
  * Writes a CopyData + XLogData header at `target[offset..offset+30)` announcing
- * `walBytes` WAL bytes, which the caller places (or has placed) at offset+30.
+ * `walBytes` WAL bytes, which the caller places (or has placed) at offset+30; with
+ * `walInTarget` false they are not in `target` at all but go to the socket as a buffer
+ * of their own right after the header (a slice of a segment mapping).
  */
 export function writeXLogDataHeader(
   target: Buffer,
@@ -189,8 +191,10 @@ export function writeXLogDataHeader(
   walEnd: bigint,
   sendTime: bigint,
   walBytes: number,
+  walInTarget = true,
 ): void {
-  if (offset < 0 || offset + XLOGDATA_HEADER_LEN + walBytes > target.length) {
+  if (walBytes < 0 || walBytes > 0x7fffffff - 29) throw new RangeError('XLogData length out of range');
+  if (offset < 0 || offset + XLOGDATA_HEADER_LEN + (walInTarget ? walBytes : 0) > target.length) {
     throw new RangeError('XLogData does not fit in target buffer');
   }
   target[offset] = 0x64; // 'd'

@@ -3,12 +3,15 @@
 // run), so the sender can read file data straight into its outgoing buffer. Over an
 // archive (files we did not write) it opens only complete segments whose size and long
 // page header pass the archive source's checks, so nothing unvalidated is ever served.
+// With the native walmap module it can instead hand out slices of the segment's
+// read-only mapping (mappedRun), for plain socket writes that the kernel copies from.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { PgError } from '../protocol/errors.ts';
 import { SIZE_OF_LONG_PHD, validateSegmentLongHeader } from './page.ts';
 import { segmentFileName } from './segment.ts';
+import { segmentMappings, type SegmentMapping, type SegmentMappings } from './walmap.ts';
 
 /** The store identity a segment must match before it is read. */
 export type SegmentValidation = { sysid: bigint; pageMagic: number };
@@ -21,6 +24,8 @@ export class SegmentReader {
   private openTli = 0;
   private openSegno = -1n;
   private openName = '';
+  private mappings: SegmentMappings | null | undefined; // this thread's, looked up on first mappedRun
+  private mapping: SegmentMapping | null = null; // held while this segment is open
 
   constructor(dir: string, segSize: number, opts: { validate?: SegmentValidation } = {}) {
     this.dir = dir;
@@ -52,6 +57,45 @@ export class SegmentReader {
     }
   }
 
+  /**
+   * The bytes of contiguous runs of WAL (`lengths`, in order) from `lsn`, within one
+   * segment of timeline `tli`, as slices of the segment's read-only mapping, with a
+   * reference on the mapping for the caller (give it back with releaseMapping once the
+   * write is done); null when no mapping is available (then read instead). Only the
+   * kernel may read the slices (see walmap.ts): pass them to plain socket writes.
+   */
+  mappedRun(tli: number, lsn: bigint, lengths: number[]): { slices: Buffer[]; mapping: SegmentMapping } | null {
+    if (this.mappings === undefined) this.mappings = segmentMappings(this.segSize);
+    if (!this.mappings) return null;
+    const seg = BigInt(this.segSize);
+    const segno = lsn / seg;
+    this.open(tli, segno);
+    const offset = Number(lsn - segno * seg);
+    let want = 0;
+    for (const n of lengths) want += n;
+    // Never hand out pages past the end of the file: the kernel's copy would fail
+    // midway through a message. A read() would have come up short here too.
+    const size = fs.fstatSync(this.fd).size;
+    if (offset + want > size) {
+      throw new PgError('ERROR', 'XX001',
+        `could not read from WAL segment ${this.openName}, offset ${Math.max(offset, size)}: read ${Math.max(0, size - offset)} of ${want}`);
+    }
+    this.mapping ??= this.mappings.acquire(this.fd);
+    if (!this.mapping) return null;
+    this.mappings.retain(this.mapping); // the caller's reference
+    const slices: Buffer[] = [];
+    let at = offset;
+    for (const n of lengths) {
+      slices.push(this.mapping.bytes.subarray(at, at + n));
+      at += n;
+    }
+    return { slices, mapping: this.mapping };
+  }
+
+  releaseMapping(m: SegmentMapping): void {
+    this.mappings?.release(m);
+  }
+
   /** The archive source's checks of the open file: full size, then the long page header. */
   private check(tli: number, segno: bigint): string | null {
     const size = fs.fstatSync(this.fd).size;
@@ -67,6 +111,8 @@ export class SegmentReader {
   close(): void {
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
+    if (this.mapping) this.mappings!.release(this.mapping);
+    this.mapping = null;
     this.openSegno = -1n;
   }
 

@@ -1,7 +1,8 @@
-// The Dockerfile, checked without a Docker engine: its shape (multi-stage on the
-// official node:24 slim image, production dependencies only, non-root user, both
-// ports, the data dir a volume, HEALTHCHECK) and a replay of its steps in a clean copy:
-// the deps stage's npm install, the COPY lines, then CMD with the image's ENV. The
+// The Dockerfile, checked without a Docker engine: its shape (multi-stage: dependencies
+// and runtime on the official node:24 slim image, the native walmap module built in
+// the full node:24 image; production dependencies only, non-root user, both ports, the
+// data dir a volume, HEALTHCHECK) and a replay of its steps in a clean copy: the deps
+// stage's npm install, the native stage's build, the COPY lines, then CMD with the image's ENV. The
 // HEALTHCHECK command must pass and a replication client must get WAL, which catches a
 // runtime file or dependency the image would miss. Differences from a real build: the
 // copy runs on this repository's Node 24 (the image has its own), listens on free
@@ -78,9 +79,10 @@ const jsonArgs = (v: string): string[] => JSON.parse(v) as string[];
 
 t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t) => {
   const stages = parseDockerfile(fs.readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8'));
-  t.equal(stages.length, 2, 'multi-stage: dependencies, runtime');
-  for (const s of stages) t.match(s.from, /^node:24(\.\d+)*-slim$/, 'official node:24 slim image');
-  const [deps, final] = stages as [Stage, Stage];
+  t.same(stages.map((s) => s.name), ['deps', 'native', null], 'multi-stage: dependencies, native module, runtime');
+  const [deps, native, final] = stages as [Stage, Stage, Stage];
+  for (const s of [deps, final]) t.match(s.from, /^node:24(\.\d+)*-slim$/, 'official node:24 slim image');
+  t.match(native.from, /^node:24(\.\d+)*$/, 'the native module is built in the official full node:24 image (gcc, headers)');
   const install = instr(deps, 'RUN').find((r) => r.startsWith('npm ci'));
   t.match(install, /--omit=dev/, 'production dependencies only');
 
@@ -104,31 +106,45 @@ t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t)
     'the .dockerignore reading excludes tests, docs and node_modules, keeps the sources');
   const tmp = await makeTempDir('pgws-docker-');
   t.teardown(() => tmp.remove());
-  const depsDir = path.join(tmp.path, 'deps');
-  const app = path.join(tmp.path, 'app');
-  fs.mkdirSync(depsDir);
-  fs.mkdirSync(app);
-  for (const c of instr(deps, 'COPY')) {
-    const parts = c.split(/\s+/);
-    for (const src of parts.slice(0, -1)) {
-      t.ok(copyFromContext(ignored, src, path.join(depsDir, src)) > 0, `deps stage: COPY ${src} finds it in the build context`);
-    }
+  const stageDirs = new Map<string, string>();
+  for (const name of ['deps', 'native', 'app']) {
+    stageDirs.set(name, path.join(tmp.path, name));
+    fs.mkdirSync(stageDirs.get(name)!);
   }
+  const depsDir = stageDirs.get('deps')!;
+  const app = stageDirs.get('app')!;
+  /** A stage's COPY lines into `dir` (its WORKDIR /app), from the context or an earlier stage. */
+  const replayCopies = (stage: Stage, dir: string): void => {
+    for (const c of instr(stage, 'COPY')) {
+      const parts = c.split(/\s+/);
+      const fromStage = parts[0]!.startsWith('--from=') ? parts[0]!.slice('--from='.length) : null;
+      const srcs = parts.filter((p) => !p.startsWith('--')).slice(0, -1);
+      const dest = parts.at(-1)!;
+      for (const src of srcs) {
+        const rel = fromStage ? path.relative('/app', src) : src;
+        const target = dest.endsWith('/') && dest !== './' ? path.join(dir, dest, path.basename(rel)) : path.join(dir, dest === './' ? rel : dest);
+        if (fromStage) {
+          t.ok(fs.existsSync(path.join(stageDirs.get(fromStage)!, rel)), `COPY --from=${fromStage} ${src}: the stage made it`);
+          fs.cpSync(path.join(stageDirs.get(fromStage)!, rel), target, { recursive: true });
+        } else {
+          t.ok(copyFromContext(ignored, rel, target) > 0, `COPY ${src} finds it in the build context`);
+        }
+      }
+    }
+  };
+  replayCopies(deps, depsDir);
   const npmArgs = install!.split('&&')[0]!.trim().split(/\s+/).slice(1);
   const npm = await run('npm', [...npmArgs, '--prefer-offline'], { cwd: depsDir, timeoutMs: 180_000 });
   t.equal(npm.code, 0, `npm ${npmArgs.join(' ')}: ${npm.stderr.slice(-500)}`);
-  for (const c of instr(final, 'COPY')) {
-    const parts = c.split(/\s+/);
-    const from = parts[0]!.startsWith('--from=') ? depsDir : REPO_ROOT;
-    const srcs = parts.filter((p) => !p.startsWith('--')).slice(0, -1);
-    const dest = parts.at(-1)!;
-    for (const src of srcs) {
-      const rel = from === depsDir ? path.relative('/app', src) : src;
-      const target = dest.endsWith('/') && dest !== './' ? path.join(app, dest, path.basename(rel)) : path.join(app, dest === './' ? rel : dest);
-      if (from === depsDir) fs.cpSync(path.join(from, rel), target, { recursive: true });
-      else t.ok(copyFromContext(ignored, rel, target) > 0, `COPY ${src} finds it in the build context`);
-    }
+  replayCopies(native, stageDirs.get('native')!);
+  for (const r of instr(native, 'RUN')) {
+    // The node:24 image has Node's headers in /usr/local/include/node; here they come with
+    // the pinned Node package (the stage's copy has no node_modules to find them in).
+    const headers = fs.globSync(path.join(REPO_ROOT, 'node_modules/node/node_modules/node-*/include/node'))[0];
+    const built = await run('bash', ['-c', r], { cwd: stageDirs.get('native')!, timeoutMs: 120_000, env: { ...process.env, NODE_API_INCLUDE: headers } });
+    t.equal(built.code, 0, `native stage: RUN ${r}: ${built.stderr.slice(-500)}`);
   }
+  replayCopies(final, app);
   const devDeps = Object.keys((JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies);
   t.same(devDeps.filter((d) => fs.existsSync(path.join(app, 'node_modules', d))), [], 'no devDependency in the image');
   t.ok(fs.existsSync(path.join(app, 'node_modules', 'fastify')), 'runtime dependencies installed');
@@ -158,4 +174,5 @@ t.test('Dockerfile: shape, and a replay of its steps in a clean copy', async (t)
   proc.child.kill('SIGTERM');
   t.equal((await proc.exited).code, 0, 'SIGTERM (STOPSIGNAL): exit 0');
   t.notMatch(proc.output(), /"level":50|Cannot find module|ERR_MODULE_NOT_FOUND/, 'no error logged');
+  t.match(proc.output(), /"walRead":"mmap"/, 'the image\'s senders use the native module it built');
 });

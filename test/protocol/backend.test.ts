@@ -171,6 +171,25 @@ t.test('keepalive is 1+4+18 bytes', async (t) => {
   t.equal(keepalive(1n, 2n, true).length, 23);
 });
 
+t.test('XLogData header apart from its WAL: the same 30 bytes, only the header must fit', async (t) => {
+  const walBytes = 131072;
+  const apart = Buffer.alloc(3 + XLOGDATA_HEADER_LEN, 0xee);
+  writeXLogDataHeader(apart, 3, 0x1000000n, 0x15018c8n, SEND_TIME, walBytes, false);
+  t.equal(apart.subarray(3).toString('hex'), '640002001d77000000000100000000000000015018c80002e53cf97fd240',
+    'same bytes as the in-place header of the observed first message');
+  t.equal(apart.subarray(0, 3).toString('hex'), 'eeeeee', 'bytes before offset untouched');
+  t.throws(() => writeXLogDataHeader(apart, 4, 0n, 0n, 0n, walBytes, false), RangeError, 'a header past the end is refused');
+  t.throws(() => writeXLogDataHeader(apart, 3, 0n, 0n, 0n, -1, false), RangeError, 'a negative length is refused');
+  // header + WAL sent as two buffers decode as one XLogData message
+  const wal = Buffer.alloc(walBytes, 0x5a);
+  const r = new FrontendReader();
+  r.push(apart.subarray(3));
+  r.push(wal);
+  const m = r.nextMessage();
+  const w = parseServerCopyData(m!.body);
+  t.same(w.kind === 'w' ? [w.dataStart, w.data.length, Buffer.from(w.data).equals(wal)] : null, [0x1000000n, walBytes, true]);
+});
+
 t.test('XLogData header written in place (observed first message)', async (t) => {
   t.equal(XLOGDATA_HEADER_LEN, 30);
   const walBytes = 131072;

@@ -64,3 +64,24 @@ t.test('16 concurrent pg_receivewal, all byte-identical; the 17th gets 53300', a
   }
   for (const c of clients) await assertIdentical(t, c.dir, names);
 });
+
+t.test('both send paths serve the same bytes: segment mappings (default) and read buffers (PG_WALSENDER_WAL_READ=read)', async (t) => {
+  await ws.proc.waitFor(/"walRead":"mmap"/, 5_000);
+  t.pass('the server under test writes WAL from segment mappings');
+  const copying = await startWalsender(['--source', 'archive', '--archive-dir', primary.archiveDir!], { t, env: { PG_WALSENDER_WAL_READ: 'read' } });
+  await copying.proc.waitFor(/"walRead":"read"/, 5_000);
+  const dirs = [];
+  for (const server of [ws, copying]) {
+    const dir = await makeTempDir('pgws-recv-path-');
+    t.teardown(() => dir.remove());
+    const rw = receiveWal({ host: '127.0.0.1', port: server.port, dir: dir.path });
+    t.teardown(() => rw.kill());
+    await rw.waitFor(/starting log streaming at/, 15_000);
+    dirs.push({ dir: dir.path, rw });
+  }
+  const names = await archiveMoreSegments(2);
+  for (const d of dirs) {
+    await waitForSegments(d.dir, names, 30_000, { segmentSize: primary.walSegSize, proc: d.rw });
+    await assertIdentical(t, d.dir, names);
+  }
+});

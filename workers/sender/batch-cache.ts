@@ -3,14 +3,19 @@
 // batch starts where the previous one ended on the same grid. The first sender to
 // need one reads it from the store; the others on the thread send the same bytes.
 // A batch's buffer goes back to the pool only once it is evicted AND no socket write
-// still references it, so a buffer is never overwritten while being sent.
+// still references it, so a buffer is never overwritten while being sent. A mapped
+// batch (headers plus slices of a segment mapping) has no pooled buffer to give back.
 
 import type { BufferPool } from './context.ts';
 
 export type Batch = {
   key: string;
-  buf: Buffer;
-  len: number; // bytes of XLogData messages in buf
+  /** What goes to the socket, in order: one buffer, or headers and mapped WAL slices. */
+  chunks: Buffer[];
+  /** The pooled send buffer the chunks live in; null for a mapped batch. */
+  buf: Buffer | null;
+  /** Gives back what a mapped batch holds (its segment mappings); null for a copied one. */
+  release: (() => void) | null;
   end: bigint; // WAL position after the last message
   builtAt: number;
   refs: number;
@@ -28,6 +33,17 @@ export class BatchCache {
   constructor(pool: BufferPool, capacity: number) {
     this.pool = pool;
     this.capacity = capacity;
+    // Stale batches go even when no new batch comes (every sender caught up): a mapped
+    // batch holds its segment's mapping, which would keep a deleted segment's disk space.
+    setInterval(() => this.expire(), MAX_AGE_MS).unref();
+  }
+
+  /** Evict the batches older than MAX_AGE_MS. */
+  expire(now = Date.now()): void {
+    for (const b of this.batches.values()) {
+      if (now - b.builtAt <= MAX_AGE_MS) break; // oldest first
+      this.evict(b);
+    }
   }
 
   /** A fresh batch with this key, acquired for one write; undefined when none. */
@@ -52,12 +68,18 @@ export class BatchCache {
   /** The write using `b` finished. */
   release(b: Batch): void {
     b.refs--;
-    if (b.evicted && b.refs === 0) this.pool.give(b.buf);
+    if (b.evicted && b.refs === 0) this.free(b);
   }
 
   private evict(b: Batch): void {
     this.batches.delete(b.key);
     b.evicted = true;
-    if (b.refs === 0) this.pool.give(b.buf);
+    if (b.refs === 0) this.free(b);
+  }
+
+  /** No cache entry and no write uses `b` any more. */
+  private free(b: Batch): void {
+    if (b.buf) this.pool.give(b.buf);
+    b.release?.();
   }
 }

@@ -105,6 +105,23 @@ export class ClientConnection {
   }
 
   /**
+   * Queue several buffers as one socket write (a writev): corked, so they reach the
+   * kernel together; `cb` runs once all are written.
+   */
+  writeChunks(chunks: Buffer[], cb?: () => void): boolean {
+    if (chunks.length === 1) return this.write(chunks[0], cb);
+    if (this.closed || this.socket.destroyed) {
+      cb?.();
+      return false;
+    }
+    this.socket.cork();
+    for (let i = 0; i < chunks.length - 1; i++) this.socket.write(chunks[i]);
+    const ok = this.write(chunks[chunks.length - 1], cb);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /**
    * Resolves once queued output drained, the connection closed or `interrupt()`
    * says to stop waiting (re-checked on every publication, as in nextMessage).
    * A client that does not read its results must not make us queue more of them.

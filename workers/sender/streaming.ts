@@ -1,6 +1,7 @@
 // START_REPLICATION for a physical standby: walsender.c's StartReplication, WalSndLoop
 // and XLogSendPhysical. Sends XLogData of at most 128 KiB cut at page boundaries,
-// several per socket write, read from the store straight into the outgoing buffer;
+// several per socket write, read from the store straight into the outgoing buffer (or,
+// with the native walmap module on plain TCP, written from the segment's mapping);
 // never past the published flush position (or the switch point of a historic
 // timeline); processes standby replies; keepalives and wal_sender_timeout; the
 // end-of-timeline sequence; drain at shutdown ("COPY 0").
@@ -24,6 +25,7 @@ import {
 } from '../../src/wal/history.ts';
 import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
+import { walReadMethod, type SegmentMapping } from '../../src/wal/walmap.ts';
 import { acquireSlot, readSlot, releaseSlot, setRestartLsn } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
@@ -137,6 +139,8 @@ class PhysicalStream {
   private readonly plan: TimelinePlan;
   private readonly reader: SegmentReader;
   private readonly segSize: bigint;
+  /** WAL goes out as slices of segment mappings (plain TCP and the native module only). */
+  private readonly mapped: boolean;
   private readonly lag = new LagTracker();
   private sent: bigint;
   private bytesSent = 0n;
@@ -166,6 +170,7 @@ class PhysicalStream {
     this.reader = new SegmentReader(ctx.storeDir, id.segSize,
       ctx.archiveStore ? { validate: { sysid: id.sysid, pageMagic: id.pageMagic } } : {});
     this.sent = startPoint;
+    this.mapped = !conn.ssl && walReadMethod().method === 'mmap';
   }
 
   /** WalSndLoop. True when the connection is finished (shutdown or close). */
@@ -235,15 +240,16 @@ class PhysicalStream {
     return flush.flushLsn;
   }
 
-  /** XLogSendPhysical, batched: fill one buffer with several XLogData messages, one write. */
+  /** XLogSendPhysical, batched: several XLogData messages, one socket write. */
   private sendBatch(limit: bigint): void {
     const { ctx, conn } = this;
     // The bytes of a batch depend only on these: another standby on this thread at the
-    // same position may already have read it.
-    const key = `${this.plan.tli}/${this.plan.historic ? this.plan.nextTli : 0}/${this.sent}/${limit}`;
+    // same position may already have read it. Mapped and copied batches never mix: a
+    // TLS sender must not encrypt (read in user space) a mapping.
+    const key = `${this.mapped ? 'm' : 'c'}/${this.plan.tli}/${this.plan.historic ? this.plan.nextTli : 0}/${this.sent}/${limit}`;
     const batch = ctx.batches.acquire(key) ?? this.buildBatch(key, limit);
     this.inFlight++;
-    conn.write(batch.buf.subarray(0, batch.len), () => {
+    conn.writeChunks(batch.chunks, () => {
       ctx.batches.release(batch);
       this.inFlight--;
       conn.waker.wake();
@@ -254,51 +260,109 @@ class PhysicalStream {
     setWalSndSent(ctx.views, this.info.slotIndex, this.sent, this.bytesSent);
   }
 
-  /** XLogSendPhysical's messages from the sent position, read straight into one buffer. */
-  private buildBatch(key: string, limit: bigint): Batch {
-    const { ctx } = this;
-    const buf = ctx.buffers.take();
-    const now = pgNow();
-    let off = 0;
+  /**
+   * XLogSendPhysical's messages from the sent position: at most MAX_SEND_SIZE each, cut
+   * at page boundaries and at segment boundaries (so each comes from one file), up to
+   * BATCH_BYTES in all. Grouped into runs of one segment each.
+   */
+  private planBatch(limit: bigint): { runs: { start: bigint; lengths: number[] }[]; end: bigint } {
+    const runs: { start: bigint; lengths: number[] }[] = [];
+    let bytes = 0;
     let pos = this.sent;
-    let runStart = pos;
-    let runTargets: Buffer[] = [];
-    try {
-      while (pos < limit && off + XLOGDATA_HEADER_LEN < buf.length) {
-        let end = pos + BigInt(MAX_SEND_SIZE);
-        if (end >= limit) end = limit;
-        else end -= end % BigInt(XLOG_BLCKSZ);
-        // Stop at segment boundaries too, so each message comes from one file.
-        const segEnd = (pos / this.segSize + 1n) * this.segSize;
-        if (end > segEnd) end = segEnd;
-        const len = Number(end - pos);
-        if (off + XLOGDATA_HEADER_LEN + len > buf.length) break;
-        writeXLogDataHeader(buf, off, pos, limit, now, len);
-        const target = buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len);
-        if (pos === segEnd - this.segSize && runTargets.length > 0) {
-          this.readRun(runStart, runTargets); // a new segment starts here
-          runTargets = [];
-          runStart = pos;
-        }
-        runTargets.push(target);
-        off += XLOGDATA_HEADER_LEN + len;
-        pos = end;
-      }
-      if (runTargets.length > 0) this.readRun(runStart, runTargets);
-    } catch (e) {
-      ctx.buffers.give(buf);
-      throw e;
+    while (pos < limit) {
+      let end = pos + BigInt(MAX_SEND_SIZE);
+      if (end >= limit) end = limit;
+      else end -= end % BigInt(XLOG_BLCKSZ);
+      const segEnd = (pos / this.segSize + 1n) * this.segSize;
+      if (end > segEnd) end = segEnd;
+      const len = Number(end - pos);
+      if (bytes + XLOGDATA_HEADER_LEN + len > BATCH_BYTES) break;
+      if (runs.length === 0 || pos === segEnd - this.segSize) runs.push({ start: pos, lengths: [] }); // a new segment starts here
+      runs[runs.length - 1].lengths.push(len);
+      bytes += XLOGDATA_HEADER_LEN + len;
+      pos = end;
     }
-    const batch: Batch = { key, buf, len: off, end: pos, builtAt: Date.now(), refs: 1, evicted: false };
-    ctx.batches.add(batch);
+    return { runs, end: pos };
+  }
+
+  private buildBatch(key: string, limit: bigint): Batch {
+    const planned = this.planBatch(limit);
+    const batch = (this.mapped && this.buildMappedBatch(key, limit, planned)) || this.buildCopiedBatch(key, limit, planned);
+    this.ctx.batches.add(batch);
     return batch;
   }
 
-  /** Read one contiguous run within one segment; a historic timeline's switch segment comes from the next timeline's file. */
+  /** The messages read straight into one pooled buffer, headers in place. */
+  private buildCopiedBatch(key: string, limit: bigint, planned: ReturnType<PhysicalStream['planBatch']>): Batch {
+    const buf = this.ctx.buffers.take();
+    const now = pgNow();
+    let off = 0;
+    try {
+      for (const run of planned.runs) {
+        const targets: Buffer[] = [];
+        let pos = run.start;
+        for (const len of run.lengths) {
+          writeXLogDataHeader(buf, off, pos, limit, now, len);
+          targets.push(buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len));
+          off += XLOGDATA_HEADER_LEN + len;
+          pos += BigInt(len);
+        }
+        this.readRun(run.start, targets);
+      }
+    } catch (e) {
+      this.ctx.buffers.give(buf);
+      throw e;
+    }
+    return { key, chunks: [buf.subarray(0, off)], buf, release: null, end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
+  }
+
+  /**
+   * Headers in one small buffer, WAL as slices of segment mappings; null when a mapping
+   * is not available (then the batch is copied). The batch holds a reference on each
+   * mapping until the cache frees it, which is after its last write completed.
+   */
+  private buildMappedBatch(key: string, limit: bigint, planned: ReturnType<PhysicalStream['planBatch']>): Batch | null {
+    let messages = 0;
+    for (const run of planned.runs) messages += run.lengths.length;
+    const headers = Buffer.allocUnsafe(messages * XLOGDATA_HEADER_LEN);
+    const now = pgNow();
+    const chunks: Buffer[] = [];
+    const held: SegmentMapping[] = [];
+    const reader = this.reader;
+    const releaseAll = (): void => { for (const m of held) reader.releaseMapping(m); };
+    let h = 0;
+    try {
+      for (const run of planned.runs) {
+        const mapped = this.reader.mappedRun(this.runTimeline(run.start), run.start, run.lengths);
+        if (!mapped) {
+          releaseAll();
+          return null;
+        }
+        held.push(mapped.mapping);
+        let pos = run.start;
+        for (let i = 0; i < mapped.slices.length; i++) {
+          writeXLogDataHeader(headers, h, pos, limit, now, run.lengths[i], false);
+          chunks.push(headers.subarray(h, h + XLOGDATA_HEADER_LEN), mapped.slices[i]);
+          h += XLOGDATA_HEADER_LEN;
+          pos += BigInt(run.lengths[i]);
+        }
+      }
+    } catch (e) {
+      releaseAll();
+      throw e;
+    }
+    return { key, chunks, buf: null, release: releaseAll, end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
+  }
+
+  /** A historic timeline's switch segment comes from the next timeline's file. */
+  private runTimeline(start: bigint): number {
+    if (this.plan.historic && start / this.segSize === this.plan.validUpto / this.segSize) return this.plan.nextTli;
+    return this.plan.tli;
+  }
+
+  /** Read one contiguous run within one segment. */
   private readRun(start: bigint, targets: Buffer[]): void {
-    let tli = this.plan.tli;
-    if (this.plan.historic && start / this.segSize === this.plan.validUpto / this.segSize) tli = this.plan.nextTli;
-    this.reader.readInto(tli, start, targets);
+    this.reader.readInto(this.runTimeline(start), start, targets);
   }
 
   private caughtUp(): void {

@@ -1,0 +1,147 @@
+// Segment mappings for the send path: the optional native module (native/walmap.c,
+// built into build/walmap.node) maps segment files read-only into slots of one
+// reserved region per thread, so senders hand page-cache pages to the socket without
+// copying them into a user buffer first. Without it (not built, or
+// PG_WALSENDER_WAL_READ=read) every read goes through preadv into a send buffer.
+//
+// Bytes of a mapping must only ever be read by the kernel (socket writes): a file
+// truncated underneath would make a user-space read SIGBUS, a kernel copy only EFAULT.
+// A slot is reused only when nothing holds it: the reader positioned on the segment
+// and every batch (cached or being written) built from it each hold one reference.
+
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+
+type WalMapModule = {
+  reserve(length: number): Buffer;
+  mapAt(region: Buffer, offset: number, length: number, fd: number): void;
+  unmapAt(region: Buffer, offset: number, length: number): void;
+};
+
+export const WALMAP_PATH = new URL('../../build/walmap.node', import.meta.url).pathname;
+
+function load(): { module: WalMapModule | null; why: string } {
+  const wanted = process.env.PG_WALSENDER_WAL_READ ?? 'mmap';
+  if (wanted === 'read') return { module: null, why: 'PG_WALSENDER_WAL_READ=read' };
+  try {
+    return { module: createRequire(import.meta.url)(WALMAP_PATH) as WalMapModule, why: '' };
+  } catch (e) {
+    return { module: null, why: `native module not loaded (${(e as Error).message.split('\n')[0]}); npm run build:native builds it` };
+  }
+}
+
+const loaded = load();
+
+/** How WAL reaches the socket in this process: 'mmap', or 'read' and why. */
+export function walReadMethod(): { method: 'mmap' | 'read'; why: string } {
+  return loaded.module ? { method: 'mmap', why: '' } : { method: 'read', why: loaded.why };
+}
+
+/** One mapped segment file: `bytes` is its slot of the region; only the kernel may read it. */
+export type SegmentMapping = { readonly bytes: Buffer; key: string; slot: number; refs: number; lastUsed: number; lastUsedAt: number };
+
+// Address space only (MAP_NORESERVE, PROT_NONE until mapped): pages cost memory only
+// while the kernel copies from them, and they are page cache either way.
+const REGION_BYTES = 4 * 1024 ** 3;
+const MIN_SLOTS = 8;
+// An unheld mapping is dropped after this long, so a segment that retention deleted
+// does not keep its disk space through our mapping.
+const IDLE_UNMAP_MS = 2000;
+
+/** The mapped segments of one thread, at most `slots` at a time, reused least recently used first. */
+export class SegmentMappings {
+  readonly segSize: number;
+  private readonly mod: WalMapModule;
+  private readonly region: Buffer;
+  private readonly bySlot: (SegmentMapping | null)[];
+  private readonly byKey = new Map<string, SegmentMapping>();
+  private clock = 0;
+
+  constructor(mod: WalMapModule, segSize: number, slots = Math.max(MIN_SLOTS, Math.floor(REGION_BYTES / segSize))) {
+    this.mod = mod;
+    this.segSize = segSize;
+    this.region = mod.reserve(segSize * slots);
+    this.bySlot = new Array<SegmentMapping | null>(slots).fill(null);
+  }
+
+  /**
+   * A reference to the mapping of the file open as `fd` (the same inode maps once, also
+   * after a .partial was renamed), or null when every slot is held: then copy instead.
+   */
+  acquire(fd: number): SegmentMapping | null {
+    const st = fs.fstatSync(fd, { bigint: true });
+    const key = `${st.dev}:${st.ino}`;
+    let m = this.byKey.get(key);
+    if (!m) {
+      let victim = -1;
+      for (let i = 0; i < this.bySlot.length; i++) {
+        const o = this.bySlot[i];
+        if (!o) { victim = i; break; }
+        if (o.refs === 0 && (victim < 0 || o.lastUsed < this.bySlot[victim]!.lastUsed)) victim = i;
+      }
+      if (victim < 0) return null;
+      const old = this.bySlot[victim];
+      if (old) this.byKey.delete(old.key);
+      this.bySlot[victim] = null;
+      const offset = victim * this.segSize;
+      this.mod.mapAt(this.region, offset, this.segSize, fd); // replaces the old file's pages in place
+      m = { bytes: this.region.subarray(offset, offset + this.segSize), key, slot: victim, refs: 0, lastUsed: 0, lastUsedAt: 0 };
+      this.bySlot[victim] = m;
+      this.byKey.set(key, m);
+    }
+    m.refs++;
+    m.lastUsed = ++this.clock;
+    m.lastUsedAt = Date.now();
+    return m;
+  }
+
+  /** Another reference to a mapping already held. */
+  retain(m: SegmentMapping): void {
+    if (m.refs <= 0) throw new Error('segment mapping retained while not held');
+    m.refs++;
+  }
+
+  release(m: SegmentMapping): void {
+    if (m.refs <= 0) throw new Error('segment mapping released more often than acquired');
+    m.refs--;
+    m.lastUsedAt = Date.now();
+  }
+
+  /** Mapped slots and how many are held (tests, diagnostics). */
+  stats(): { mapped: number; held: number; slots: number } {
+    let mapped = 0;
+    let held = 0;
+    for (const m of this.bySlot) {
+      if (!m) continue;
+      mapped++;
+      if (m.refs > 0) held++;
+    }
+    return { mapped, held, slots: this.bySlot.length };
+  }
+
+  /** Drop the unheld mappings not used for `idleMs` (all unheld ones with 0). */
+  trim(idleMs = 0, now = Date.now()): void {
+    for (let i = 0; i < this.bySlot.length; i++) {
+      const m = this.bySlot[i];
+      if (!m || m.refs > 0 || now - m.lastUsedAt < idleMs) continue;
+      this.mod.unmapAt(this.region, i * this.segSize, this.segSize);
+      this.byKey.delete(m.key);
+      this.bySlot[i] = null;
+    }
+  }
+}
+
+const perSegSize = new Map<number, SegmentMappings>();
+
+/** This thread's mappings for segments of `segSize` bytes, or null without the native module. */
+export function segmentMappings(segSize: number): SegmentMappings | null {
+  if (!loaded.module) return null;
+  let m = perSegSize.get(segSize);
+  if (!m) {
+    const mappings = new SegmentMappings(loaded.module, segSize);
+    perSegSize.set(segSize, mappings);
+    setInterval(() => mappings.trim(IDLE_UNMAP_MS), IDLE_UNMAP_MS / 2).unref();
+    m = mappings;
+  }
+  return m;
+}
