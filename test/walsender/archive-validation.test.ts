@@ -74,6 +74,21 @@ t.test('a segment that fails validation is not served, even below the flush posi
   c.end();
 });
 
+t.test('from an unaligned start too, every byte before the bad segment is sent before its error', async (t) => {
+  // A batch never spans two segment files, so the bad segment 3 cannot take the end of
+  // segment 2 down with it; both send paths (mapped, copied) are checked.
+  const servers = [ws, await startWalsender(['--source', 'archive', '--archive-dir', archive.path], { t, env: { PG_WALSENDER_WAL_READ: 'read' } })];
+  for (const server of servers) {
+    const c = await WireClient.replication(server.port);
+    const start = BigInt(MB) + 0x81234n;
+    const r = await stream(c, start, () => false);
+    t.equal(formatLsn(r.pos), '0/300000', 'up to the end of segment 2');
+    t.ok(r.bytes.equals(wal.subarray(Number(start) - MB, 2 * MB)), 'byte-identical');
+    t.equal(r.end, `EZ 58P01 requested WAL segment ${name(3)} has already been removed`);
+    c.end();
+  }
+});
+
 t.test('a segment being copied in is published once complete; flush advances over contiguous segments only', async (t) => {
   const c = await WireClient.replication(ws.port);
   const s = await WireClient.replication(ws.port);

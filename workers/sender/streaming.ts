@@ -25,7 +25,7 @@ import {
 } from '../../src/wal/history.ts';
 import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
-import { walReadMethod, type SegmentMapping } from '../../src/wal/walmap.ts';
+import { walReadMethod } from '../../src/wal/walmap.ts';
 import { acquireSlot, readSlot, releaseSlot, setRestartLsn } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
@@ -43,6 +43,9 @@ export const MAPPED_BATCH_BYTES = 4 * BATCH_BYTES;
 // Batches handed to the socket and not yet flushed to the kernel. Two keep the kernel's
 // send buffer fed while the next batch is read, and bound a slow standby's memory.
 const MAX_BATCHES_IN_FLIGHT = 2;
+
+/** One batch: XLogData messages of `lengths` bytes each, contiguous from `start`, in one segment. */
+type PlannedBatch = { start: bigint; lengths: number[]; end: bigint };
 
 type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
 
@@ -265,27 +268,29 @@ class PhysicalStream {
 
   /**
    * XLogSendPhysical's messages from the sent position: at most MAX_SEND_SIZE each, cut
-   * at page boundaries and at segment boundaries (so each comes from one file), up to
-   * `maxBytes` in all. Grouped into runs of one segment each.
+   * at page boundaries, up to `maxBytes` in all, and all from one segment file. A batch
+   * never crosses into the next segment, so a segment that cannot be read (removed, or
+   * failing the archive's checks) fails only its own batch: every byte before it has
+   * been sent first, as PostgreSQL does.
    */
-  private planBatch(limit: bigint, maxBytes: number): { runs: { start: bigint; lengths: number[] }[]; end: bigint } {
-    const runs: { start: bigint; lengths: number[] }[] = [];
+  private planBatch(limit: bigint, maxBytes: number): PlannedBatch {
+    const lengths: number[] = [];
+    const start = this.sent;
+    const segEnd = (start / this.segSize + 1n) * this.segSize;
     let bytes = 0;
-    let pos = this.sent;
-    while (pos < limit) {
+    let pos = start;
+    while (pos < limit && pos < segEnd) {
       let end = pos + BigInt(MAX_SEND_SIZE);
       if (end >= limit) end = limit;
       else end -= end % BigInt(XLOG_BLCKSZ);
-      const segEnd = (pos / this.segSize + 1n) * this.segSize;
       if (end > segEnd) end = segEnd;
       const len = Number(end - pos);
       if (bytes + XLOGDATA_HEADER_LEN + len > maxBytes) break;
-      if (runs.length === 0 || pos === segEnd - this.segSize) runs.push({ start: pos, lengths: [] }); // a new segment starts here
-      runs[runs.length - 1].lengths.push(len);
+      lengths.push(len);
       bytes += XLOGDATA_HEADER_LEN + len;
       pos = end;
     }
-    return { runs, end: pos };
+    return { start, lengths, end: pos };
   }
 
   private buildBatch(key: string, limit: bigint): Batch {
@@ -296,22 +301,20 @@ class PhysicalStream {
   }
 
   /** The messages read straight into one pooled buffer, headers in place. */
-  private buildCopiedBatch(key: string, limit: bigint, planned: ReturnType<PhysicalStream['planBatch']>): Batch {
+  private buildCopiedBatch(key: string, limit: bigint, planned: PlannedBatch): Batch {
     const buf = this.ctx.buffers.take();
     const now = pgNow();
+    const targets: Buffer[] = [];
     let off = 0;
+    let pos = planned.start;
     try {
-      for (const run of planned.runs) {
-        const targets: Buffer[] = [];
-        let pos = run.start;
-        for (const len of run.lengths) {
-          writeXLogDataHeader(buf, off, pos, limit, now, len);
-          targets.push(buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len));
-          off += XLOGDATA_HEADER_LEN + len;
-          pos += BigInt(len);
-        }
-        this.readRun(run.start, targets);
+      for (const len of planned.lengths) {
+        writeXLogDataHeader(buf, off, pos, limit, now, len);
+        targets.push(buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len));
+        off += XLOGDATA_HEADER_LEN + len;
+        pos += BigInt(len);
       }
+      this.reader.readInto(this.runTimeline(planned.start), planned.start, targets);
     } catch (e) {
       this.ctx.buffers.give(buf);
       throw e;
@@ -320,41 +323,25 @@ class PhysicalStream {
   }
 
   /**
-   * Headers in one small buffer, WAL as slices of segment mappings; null when a mapping
-   * is not available (then the batch is copied). The batch holds a reference on each
+   * Headers in one small buffer, WAL as slices of the segment's mapping; null when no
+   * mapping is available (then the batch is copied). The batch holds a reference on the
    * mapping until the cache frees it, which is after its last write completed.
    */
-  private buildMappedBatch(key: string, limit: bigint, planned: ReturnType<PhysicalStream['planBatch']>): Batch | null {
-    let messages = 0;
-    for (const run of planned.runs) messages += run.lengths.length;
-    const headers = Buffer.allocUnsafe(messages * XLOGDATA_HEADER_LEN);
+  private buildMappedBatch(key: string, limit: bigint, planned: PlannedBatch): Batch | null {
+    const mapped = this.reader.mappedRun(this.runTimeline(planned.start), planned.start, planned.lengths);
+    if (!mapped) return null;
+    const headers = Buffer.allocUnsafe(planned.lengths.length * XLOGDATA_HEADER_LEN);
     const now = pgNow();
     const chunks: Buffer[] = [];
-    const held: SegmentMapping[] = [];
-    const reader = this.reader;
-    const releaseAll = (): void => { for (const m of held) reader.releaseMapping(m); };
-    let h = 0;
-    try {
-      for (const run of planned.runs) {
-        const mapped = this.reader.mappedRun(this.runTimeline(run.start), run.start, run.lengths);
-        if (!mapped) {
-          releaseAll();
-          return null;
-        }
-        held.push(mapped.mapping);
-        let pos = run.start;
-        for (let i = 0; i < mapped.slices.length; i++) {
-          writeXLogDataHeader(headers, h, pos, limit, now, run.lengths[i], false);
-          chunks.push(headers.subarray(h, h + XLOGDATA_HEADER_LEN), mapped.slices[i]);
-          h += XLOGDATA_HEADER_LEN;
-          pos += BigInt(run.lengths[i]);
-        }
-      }
-    } catch (e) {
-      releaseAll();
-      throw e;
+    let pos = planned.start;
+    for (let i = 0; i < mapped.slices.length; i++) {
+      const h = i * XLOGDATA_HEADER_LEN;
+      writeXLogDataHeader(headers, h, pos, limit, now, planned.lengths[i], false);
+      chunks.push(headers.subarray(h, h + XLOGDATA_HEADER_LEN), mapped.slices[i]);
+      pos += BigInt(planned.lengths[i]);
     }
-    return { key, chunks, buf: null, release: releaseAll, end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
+    const reader = this.reader;
+    return { key, chunks, buf: null, release: () => reader.releaseMapping(mapped.mapping), end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
   }
 
   /** A historic timeline's switch segment comes from the next timeline's file. */
@@ -363,10 +350,6 @@ class PhysicalStream {
     return this.plan.tli;
   }
 
-  /** Read one contiguous run within one segment. */
-  private readRun(start: bigint, targets: Buffer[]): void {
-    this.reader.readInto(this.runTimeline(start), start, targets);
-  }
 
   private caughtUp(): void {
     if (!this.caughtUpOnce) {
