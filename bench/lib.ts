@@ -132,6 +132,8 @@ export async function startWalsender(opts: { archiveDir: string; port: number; m
     '--max-wal-senders', String(opts.maxWalSenders),
     '--workers', String(opts.workers ?? 2),
     '--admin-listen', 'off', '--log-level', opts.logLevel ?? 'warn',
+    // BENCH_WAL_READ=read: the copying send path, for an A/B against the default (mmap).
+    ...(process.env.BENCH_WAL_READ ? ['--wal-read', process.env.BENCH_WAL_READ] : []),
   ];
   const proc = spawnLogged(process.execPath, args, { cwd: opts.cwd ?? outDir, name: 'pg-walsender' });
   const stop = async (): Promise<void> => proc.kill('SIGINT', 10_000);

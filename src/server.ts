@@ -24,7 +24,7 @@ import { createSlot, reclaimSlotsOf } from './slots/slots.ts';
 import type { IngestEvent, IngestRequest, IngestWorkerData } from '../workers/ingest.ts';
 import type { SenderWorkerData } from '../workers/sender/context.ts';
 import type { SenderTask } from '../workers/sender.ts';
-import { walReadMethod } from './wal/walmap.ts';
+import { setWalRead, walReadMethod } from './wal/walmap.ts';
 
 export const VERSION: string = JSON.parse(
   fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
@@ -81,7 +81,7 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   });
 
   const senderData: SenderWorkerData = {
-    sab: views.sab, storeDir, archiveStore: config.source === 'archive', dataDir: config.dataDir, logLevel: config.logLevel, serverVersion: VERSION, auth: auth.workerData(),
+    sab: views.sab, storeDir, archiveStore: config.source === 'archive', dataDir: config.dataDir, logLevel: config.logLevel, walRead: config.walRead, serverVersion: VERSION, auth: auth.workerData(),
   };
   // Every connection is one long-lived task. Like PostgreSQL's MaxLivePostmasterChildren
   // (twice the backends), there is room for twice max_wal_senders plus connections still
@@ -137,6 +137,7 @@ export async function startServer(config: Config, log: Logger): Promise<Server> 
   const port = (server.address() as net.AddressInfo).port;
   log.info({ host: config.listen.host, port, source: config.source, storeDir, workers: config.workers,
     maxWalSenders: config.maxWalSenders }, 'listening for replication connections');
+  setWalRead(config.walRead); // the same choice and module load the sender threads make
   const walRead = walReadMethod();
   if (walRead.method === 'mmap') log.info({ walRead: 'mmap' }, 'senders write WAL from segment mappings (native walmap module)');
   else log.info({ walRead: 'read', why: walRead.why }, 'senders copy WAL through read buffers');

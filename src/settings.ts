@@ -40,6 +40,8 @@ export type Config = {
   /** 0 disables the timeout. */
   walSenderTimeoutMs: number;
   workers: number;
+  /** How senders on plain TCP get WAL to the socket: segment mappings (native module) or read buffers. */
+  walRead: 'mmap' | 'read';
   logLevel: string;
   /** pg_hba.conf-style file; null = no hba rules (see src/auth/material.ts). */
   hbaFile: string | null;
@@ -55,6 +57,7 @@ export type Config = {
 };
 
 export const SOURCES = ['demo', 'archive', 'upstream'] as const;
+export const WAL_READ_METHODS = ['mmap', 'read'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export type SettingKey = Exclude<keyof Config, 'configFile'>;
@@ -260,6 +263,11 @@ export const SETTINGS: readonly Setting[] = [
     defaultHelp: `CPU cores (${defaultWorkers()})`,
     description: 'sender worker threads (1-256)',
     expected: 'an integer from 1 to 256', parse: intParser(1, 256),
+  }),
+  setting({
+    name: 'wal_read', key: 'walRead', metavar: 'METHOD', default: 'mmap',
+    description: 'mmap: send WAL from segment mappings (native module; falls back to read without it), read: through read buffers',
+    expected: `one of ${WAL_READ_METHODS.join(', ')}`, parse: enumParser(WAL_READ_METHODS),
   }),
   setting({
     name: 'log_level', key: 'logLevel', metavar: 'LEVEL', default: 'info',

@@ -8,11 +8,11 @@ import type { FastifyInstance, FastifyReply, RouteShorthandOptions } from 'fasti
 import { Gauge, type Registry } from 'prom-client';
 import { PgError } from '../protocol/errors.ts';
 import { formatLsn } from '../protocol/lsn.ts';
-import { peekFlush } from '../shmem/control.ts';
+import { peekFlush, storeIdentity } from '../shmem/control.ts';
 import { WAL_STATUS_NAMES, type SharedViews } from '../shmem/layout.ts';
 import { removeSlotAsync, saveSlotAsync } from '../slots/persist.ts';
 import {
-  acquireSlot, adminHolderId, createSlot, freeSlot, listSlots, readSlot, releaseSlot, SlotLockBusy, type ReplicationSlot,
+  acquireSlot, adminHolderId, createSlot, ensureWalReserved, freeSlot, listSlots, readSlot, releaseSlot, SlotLockBusy, type ReplicationSlot,
 } from '../slots/slots.ts';
 
 /** Run a bounded slot-lock change now, or again shortly while the lock stays busy (never spin long here). */
@@ -96,7 +96,7 @@ export function registerSlotRoutes(app: FastifyInstance, views: SharedViews, dat
   app.post<{ Body: { name: string; reserve_wal?: boolean } }>('/api/v1/slots', {
     ...mutating, schema: createSchema,
   }, async (req, reply) => {
-    const flush = peekFlush(views);
+    let flush = peekFlush(views);
     const reserve = req.body.reserve_wal === true;
     const holder = adminHolderId();
     let i: number;
@@ -105,6 +105,15 @@ export function registerSlotRoutes(app: FastifyInstance, views: SharedViews, dat
         restartLsn: reserve ? flush.flushLsn : 0n, restartTli: reserve ? flush.timeline : 0 }, true);
     } catch (e) {
       return pgFail(reply, e);
+    }
+    const id = storeIdentity(views); // null before the store holds WAL: nothing to remove yet
+    if (reserve && id) {
+      try {
+        flush = ensureWalReserved(views, i, flush, () => peekFlush(views), id.segSize, true);
+      } catch (e) {
+        settle(() => freeSlot(views, i, holder, true));
+        return pgFail(reply, e);
+      }
     }
     const created = readSlot(views, i)!;
     try {

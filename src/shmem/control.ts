@@ -77,6 +77,23 @@ export function peekFlush(v: SharedViews): FlushPosition {
   return { flushLsn: BigInt.asUintN(64, Atomics.load(v.i64, C64.FLUSH_LSN)), timeline: Atomics.load(v.i32, C32.TIMELINE) };
 }
 
+/**
+ * Retention is about to remove the segments below `segno`. Only ever raised. Published
+ * before retention re-reads the replication slots (see reserveWal in src/slots/slots.ts).
+ */
+export function publishRemovalBound(v: SharedViews, segno: bigint): void {
+  for (;;) {
+    const cur = Atomics.load(v.i64, C64.REMOVE_BELOW_SEGNO);
+    if (cur >= segno) return;
+    if (Atomics.compareExchange(v.i64, C64.REMOVE_BELOW_SEGNO, cur, segno) === cur) return;
+  }
+}
+
+/** Segments below this number may have been removed by retention. */
+export function removalBound(v: SharedViews): bigint {
+  return Atomics.load(v.i64, C64.REMOVE_BELOW_SEGNO);
+}
+
 export function generation(v: SharedViews): number {
   return Atomics.load(v.i32, C32.GENERATION);
 }

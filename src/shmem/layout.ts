@@ -37,6 +37,10 @@ export const C64 = {
   FLUSH_LSN: 8,
   SYSID: 9,
   START_TIME: 10,
+  // Retention's removal bound: segments below this segment number may be gone. Raised
+  // before the pass re-reads the slots and unlinks, so a slot reserving WAL can tell
+  // whether its restart_lsn arrived in time (ReplicationSlotReserveWal's retry).
+  REMOVE_BELOW_SEGNO: 11,
   // Operations area (byte 320 on). Counters only grow (Atomics.add), for Prometheus.
   CONNECTIONS_ACCEPTED: 40, // every connection a sender task started on
   CONNECTIONS_REFUSED: 41, // 41 + index into REFUSAL_REASONS (9 words)

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.ts';
 import { formatLsn } from '../protocol/lsn.ts';
-import { readFlush, storeIdentity } from '../shmem/control.ts';
+import { publishRemovalBound, readFlush, storeIdentity } from '../shmem/control.ts';
 import { WalStatus, type SharedViews } from '../shmem/layout.ts';
 import { oldestSentPosition, requestTerminate } from '../shmem/walsnd.ts';
 import { parseSegmentFileName } from '../wal/segment.ts';
@@ -68,7 +68,9 @@ function invalidateSlot(v: SharedViews, dataDir: string, s: ReplicationSlot, log
 /** `terminating`: a holder was asked to release a slot to invalidate; pass again soon. */
 export type RetentionResult = { horizon: bigint; removed: string[]; lost: string[]; terminating: boolean };
 
-export function runRetention(v: SharedViews, storeDir: string, dataDir: string, settings: RetentionSettings, log: Logger): RetentionResult | null {
+/** `afterBound`: runs between publishing the removal bound and the second look at the slots (tests). */
+export function runRetention(v: SharedViews, storeDir: string, dataDir: string, settings: RetentionSettings, log: Logger,
+  hooks: { afterBound?: () => void } = {}): RetentionResult | null {
   const id = storeIdentity(v);
   if (!id) return null;
   const { flushLsn } = readFlush(v);
@@ -94,12 +96,21 @@ export function runRetention(v: SharedViews, storeDir: string, dataDir: string, 
   }
   const horizon = retentionHorizon(flushLsn, restarts, oldestSentPosition(v), settings.walKeepSize);
   const seg = BigInt(id.segSize);
-  const keepFrom = horizon / seg; // the segment holding the horizon stays
   const flushSeg = flushLsn / seg;
+  let keepFrom = horizon / seg; // the segment holding the horizon stays
+  if (keepFrom > flushSeg) keepFrom = flushSeg; // and so does the flush position's
+  // Announce the bound, then look at the slots once more: a slot created since they were
+  // read (RESERVE_WAL) either shows up here, or its creator sees the bound and reserves
+  // from a newer position (ensureWalReserved).
+  publishRemovalBound(v, keepFrom);
+  hooks.afterBound?.();
+  for (const s of listSlots(v)) {
+    if (s.walStatus !== WalStatus.LOST && s.restartLsn !== 0n && s.restartLsn / seg < keepFrom) keepFrom = s.restartLsn / seg;
+  }
   const removed: string[] = [];
   for (const name of fs.readdirSync(storeDir)) {
     const p = parseSegmentFileName(name, id.segSize);
-    if (!p || p.segno >= keepFrom || p.segno >= flushSeg) continue;
+    if (!p || p.segno >= keepFrom) continue;
     try {
       fs.unlinkSync(path.join(storeDir, name));
       removed.push(name);

@@ -9,6 +9,7 @@ import { PgError } from '../protocol/errors.ts';
 import {
   R32, R64, REPL_SLOT_NAME_BYTES, WalStatus, replSlot32, replSlot64, replSlotNameOffset, type SharedViews,
 } from '../shmem/layout.ts';
+import { removalBound, type FlushPosition } from '../shmem/control.ts';
 import { spinLock, spinUnlock, trySpinLock } from '../shmem/spinlock.ts';
 
 /** Holders that are not connections: the retention pass, and each admin API request. */
@@ -198,9 +199,8 @@ export function temporarySlotsOf(v: SharedViews, pid: number): number[] {
 }
 
 /** PhysicalConfirmReceivedLocation: restart_lsn follows the standby's flush, even backwards. */
-export function setRestartLsn(v: SharedViews, i: number, lsn: bigint, tli: number): boolean {
-  const lock = lockOf(v, i);
-  spinLock(v.i32, lock);
+export function setRestartLsn(v: SharedViews, i: number, lsn: bigint, tli: number, bounded = false): boolean {
+  lock(v, i, bounded);
   const lost = Atomics.load(v.i32, replSlot32(v, i, R32.WAL_STATUS)) === WalStatus.LOST;
   const changed = !lost && BigInt.asUintN(64, Atomics.load(v.i64, replSlot64(v, i, R64.RESTART_LSN))) !== lsn;
   if (changed) {
@@ -208,8 +208,30 @@ export function setRestartLsn(v: SharedViews, i: number, lsn: bigint, tli: numbe
     Atomics.store(v.i32, replSlot32(v, i, R32.RESTART_TLI), tli);
     bump(v, i);
   }
-  spinUnlock(v.i32, lock);
+  spinUnlock(v.i32, lockOf(v, i));
   return changed;
+}
+
+/**
+ * ReplicationSlotReserveWal, after slot `i` (held by the caller) was created with
+ * restart_lsn `reserved`: if retention may already have removed that segment (a pass
+ * that read the slots before this one existed), move restart_lsn to a newer flush
+ * position and check again. Retention raises its removal bound before it re-reads the
+ * slots, and the slot's restart_lsn is stored before the bound is read here (all
+ * sequentially consistent), so either this sees the bound and moves on, or the pass sees
+ * the slot and keeps its segment. Retention never removes the flush position's segment,
+ * so one retry normally ends it.
+ */
+export function ensureWalReserved(v: SharedViews, i: number, reserved: FlushPosition, readPosition: () => FlushPosition,
+  segSize: number, bounded = false): FlushPosition {
+  const seg = BigInt(segSize);
+  let pos = reserved;
+  for (let tries = 0; tries < 100; tries++) {
+    if (pos.flushLsn / seg >= removalBound(v)) return pos;
+    pos = readPosition();
+    setRestartLsn(v, i, pos.flushLsn, pos.timeline, bounded);
+  }
+  throw new PgError('ERROR', '55000', `could not reserve WAL for replication slot "${nameAt(v, i)}": it kept being removed`);
 }
 
 /**

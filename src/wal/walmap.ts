@@ -1,8 +1,8 @@
 // Segment mappings for the send path: the optional native module (native/walmap.c,
 // built into build/walmap.node) maps segment files read-only into slots of one
 // reserved region per thread, so senders hand page-cache pages to the socket without
-// copying them into a user buffer first. Without it (not built, or
-// PG_WALSENDER_WAL_READ=read) every read goes through preadv into a send buffer.
+// copying them into a user buffer first. Without it (not built, or wal_read = read)
+// every read goes through preadv into a send buffer.
 //
 // Bytes of a mapping must only ever be read by the kernel (socket writes): a file
 // truncated underneath would make a user-space read SIGBUS, a kernel copy only EFAULT.
@@ -20,9 +20,10 @@ type WalMapModule = {
 
 export const WALMAP_PATH = new URL('../../build/walmap.node', import.meta.url).pathname;
 
-function load(): { module: WalMapModule | null; why: string } {
-  const wanted = process.env.PG_WALSENDER_WAL_READ ?? 'mmap';
-  if (wanted === 'read') return { module: null, why: 'PG_WALSENDER_WAL_READ=read' };
+type Loaded = { module: WalMapModule | null; why: string };
+
+function load(wanted: 'mmap' | 'read'): Loaded {
+  if (wanted === 'read') return { module: null, why: 'wal_read = read' };
   try {
     return { module: createRequire(import.meta.url)(WALMAP_PATH) as WalMapModule, why: '' };
   } catch (e) {
@@ -30,11 +31,22 @@ function load(): { module: WalMapModule | null; why: string } {
   }
 }
 
-const loaded = load();
+let wantedMethod: 'mmap' | 'read' = 'mmap';
+let loadedState: Loaded | null = null;
+const loaded = (): Loaded => (loadedState ??= load(wantedMethod));
 
-/** How WAL reaches the socket in this process: 'mmap', or 'read' and why. */
+/** The wal_read setting for this thread (senders get it from their worker data); before any mapping. */
+export function setWalRead(method: 'mmap' | 'read'): void {
+  if (method === wantedMethod) return;
+  if (perSegSize.size > 0) throw new Error('wal_read changed after segments were mapped');
+  wantedMethod = method;
+  loadedState = null;
+}
+
+/** How WAL reaches the socket in this thread: 'mmap', or 'read' and why. */
 export function walReadMethod(): { method: 'mmap' | 'read'; why: string } {
-  return loaded.module ? { method: 'mmap', why: '' } : { method: 'read', why: loaded.why };
+  const l = loaded();
+  return l.module ? { method: 'mmap', why: '' } : { method: 'read', why: l.why };
 }
 
 /** One mapped segment file: `bytes` is its slot of the region; only the kernel may read it. */
@@ -135,10 +147,11 @@ const perSegSize = new Map<number, SegmentMappings>();
 
 /** This thread's mappings for segments of `segSize` bytes, or null without the native module. */
 export function segmentMappings(segSize: number): SegmentMappings | null {
-  if (!loaded.module) return null;
+  const mod = loaded().module;
+  if (!mod) return null;
   let m = perSegSize.get(segSize);
   if (!m) {
-    const mappings = new SegmentMappings(loaded.module, segSize);
+    const mappings = new SegmentMappings(mod, segSize);
     perSegSize.set(segSize, mappings);
     setInterval(() => mappings.trim(IDLE_UNMAP_MS), IDLE_UNMAP_MS / 2).unref();
     m = mappings;

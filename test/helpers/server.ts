@@ -47,7 +47,7 @@ export async function startInProcess(overrides: Partial<Config>, t: Teardown): P
     source: 'demo', archiveDir: null, dataDir: '', demoRate: 1 << 20, demoWalSegmentSize: 1 << 20,
     upstream: null, upstreamSlot: null, upstreamPasswordFile: null, upstreamTimeoutMs: 60_000,
     listen: { host: '127.0.0.1', port: 0 }, adminListen: null, adminToken: null, adminTokenFile: null, maxWalSenders: 10, walSenderTimeoutMs: 60_000,
-    workers: 2, logLevel: 'warn', configFile: null, hbaFile: null, usersFile: null, sslCertFile: null, sslKeyFile: null,
+    workers: 2, walRead: 'mmap', logLevel: 'warn', configFile: null, hbaFile: null, usersFile: null, sslCertFile: null, sslKeyFile: null,
     authenticationTimeoutMs: 60_000, maxReplicationSlots: 10, walKeepSize: 0, maxSlotWalKeepSize: -1, ...overrides,
   };
   const server = await startServer(config, createLogger(config.logLevel));

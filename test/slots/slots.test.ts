@@ -10,11 +10,11 @@ import { PgError } from '../../src/protocol/errors.ts';
 import { createSharedMemory, WalStatus } from '../../src/shmem/layout.ts';
 import { loadSlots, removeSlot, saveSlot } from '../../src/slots/persist.ts';
 import { createLogger } from '../../src/log.ts';
-import { publishIdentity } from '../../src/shmem/control.ts';
+import { publishIdentity, removalBound } from '../../src/shmem/control.ts';
 import { retentionHorizon, runRetention } from '../../src/slots/retention.ts';
 import { segmentFileName } from '../../src/wal/segment.ts';
 import {
-  acquireSlot, createSlot, findSlot, freeSlot, listSlots, markSlotLost, readSlot, releaseSlot, setRestartLsn, temporarySlotsOf,
+  acquireSlot, createSlot, ensureWalReserved, findSlot, freeSlot, listSlots, markSlotLost, readSlot, releaseSlot, setRestartLsn, temporarySlotsOf,
 } from '../../src/slots/slots.ts';
 
 const pgErr = (code: string, message?: string) => ({ constructor: PgError, code, ...(message === undefined ? {} : { message }) });
@@ -146,4 +146,50 @@ t.test('retention keeps WAL from the restart_lsn on disk, not only the newer one
   saveSlot(dir, readSlot(v, a)!);
   const r2 = runRetention(v, dir, dir, { walKeepSize: 0, maxSlotWalKeepSize: -1 }, createLogger('silent'));
   t.same(r2!.removed.length, 6, 'once saved, the horizon follows');
+});
+
+t.test('RESERVE_WAL against a concurrent retention pass (ReplicationSlotReserveWal\'s retry)', async (t) => {
+  const MB = 1 << 20;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgws-slots-reserve-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const v = createSharedMemory(1, 4);
+  publishIdentity(v, { sysid: 1n, segSize: MB, pageMagic: 0xd110 }, { flushLsn: BigInt(4 * MB + 100), timeline: 1 });
+  for (let seg = 1; seg <= 6; seg++) fs.writeFileSync(path.join(dir, segmentFileName(1, BigInt(seg), MB)), '');
+
+  // A pass publishes its bound before it unlinks: with nothing holding WAL it may remove
+  // everything below the flush position's segment.
+  const r = runRetention(v, dir, dir, { walKeepSize: 0, maxSlotWalKeepSize: -1 }, createLogger('silent'));
+  t.same(r!.removed.length, 3, 'segments 1-3 removed');
+  t.equal(removalBound(v), 4n, 'the bound it published: below segment 4');
+
+  // A slot that read an older flush position (segment 3, already gone) before it was
+  // created moves on to a newer one; one that read segment 4 stays where it is.
+  const positions = [{ flushLsn: BigInt(3 * MB + 5), timeline: 1 }, { flushLsn: BigInt(4 * MB + 200), timeline: 1 }];
+  const late = createSlot(v, slot('late', { activePid: 1, restartLsn: positions[0]!.flushLsn, restartTli: 1 }));
+  const got = ensureWalReserved(v, late, positions[0]!, () => positions[1]!, MB);
+  t.equal(got.flushLsn, positions[1]!.flushLsn, 'retried with the newer flush position');
+  t.equal(readSlot(v, late)!.restartLsn, positions[1]!.flushLsn, 'and the slot reserves from there');
+  const onTime = createSlot(v, slot('ontime', { activePid: 1, restartLsn: BigInt(4 * MB + 50), restartTli: 1 }));
+  t.equal(ensureWalReserved(v, onTime, { flushLsn: BigInt(4 * MB + 50), timeline: 1 }, () => { throw new Error('no retry'); }, MB).flushLsn,
+    BigInt(4 * MB + 50), 'a segment at or past the bound needs no retry');
+
+  // A position that never gets past the bound is an error, not a loop.
+  const stuck = createSlot(v, slot('stuck', { activePid: 1, restartLsn: BigInt(MB), restartTli: 1 }));
+  t.throws(() => ensureWalReserved(v, stuck, { flushLsn: BigInt(MB), timeline: 1 }, () => ({ flushLsn: BigInt(MB), timeline: 1 }), MB),
+    pgErr('55000'));
+
+  // The pass's second look at the slots: a slot created after the pass first read them
+  // (its restart_lsn in segment 5, below the bound of 6 the pass publishes) keeps its segment.
+  for (const i of [late, onTime, stuck]) freeSlot(v, i, 1);
+  publishIdentity(v, { sysid: 1n, segSize: MB, pageMagic: 0xd110 }, { flushLsn: BigInt(6 * MB + 100), timeline: 1 });
+  let boundSeen = -1n;
+  const r2 = runRetention(v, dir, dir, { walKeepSize: 0, maxSlotWalKeepSize: -1 }, createLogger('silent'), {
+    afterBound: () => {
+      boundSeen = removalBound(v);
+      createSlot(v, slot('between', { restartLsn: BigInt(5 * MB + 7), restartTli: 1 }));
+    },
+  });
+  t.equal(boundSeen, 6n, 'the pass published bound 6 before its second look');
+  t.same(r2!.removed, [segmentFileName(1, 4n, MB)], 'it removed segment 4 only');
+  t.ok(fs.existsSync(path.join(dir, segmentFileName(1, 5n, MB))), 'segment 5, reserved by the slot created in between, is kept');
 });

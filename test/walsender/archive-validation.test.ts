@@ -77,7 +77,7 @@ t.test('a segment that fails validation is not served, even below the flush posi
 t.test('from an unaligned start too, every byte before the bad segment is sent before its error', async (t) => {
   // A batch never spans two segment files, so the bad segment 3 cannot take the end of
   // segment 2 down with it; both send paths (mapped, copied) are checked.
-  const servers = [ws, await startWalsender(['--source', 'archive', '--archive-dir', archive.path], { t, env: { PG_WALSENDER_WAL_READ: 'read' } })];
+  const servers = [ws, await startWalsender(['--source', 'archive', '--archive-dir', archive.path, '--wal-read', 'read'], { t })];
   for (const server of servers) {
     const c = await WireClient.replication(server.port);
     const start = BigInt(MB) + 0x81234n;

@@ -65,10 +65,10 @@ t.test('16 concurrent pg_receivewal, all byte-identical; the 17th gets 53300', a
   for (const c of clients) await assertIdentical(t, c.dir, names);
 });
 
-t.test('both send paths serve the same bytes: segment mappings (default) and read buffers (PG_WALSENDER_WAL_READ=read)', async (t) => {
+t.test('both send paths serve the same bytes: segment mappings (default) and read buffers (--wal-read read)', async (t) => {
   await ws.proc.waitFor(/"walRead":"mmap"/, 5_000);
   t.pass('the server under test writes WAL from segment mappings');
-  const copying = await startWalsender(['--source', 'archive', '--archive-dir', primary.archiveDir!], { t, env: { PG_WALSENDER_WAL_READ: 'read' } });
+  const copying = await startWalsender(['--source', 'archive', '--archive-dir', primary.archiveDir!, '--wal-read', 'read'], { t });
   await copying.proc.waitFor(/"walRead":"read"/, 5_000);
   const dirs = [];
   for (const server of [ws, copying]) {

@@ -6,6 +6,7 @@ import { threadId } from 'node:worker_threads';
 import { createLogger, followLogLevel, type Logger } from '../../src/log.ts';
 import { AuthCache, type AuthWorkerData } from '../../src/auth/material.ts';
 import { viewsOf, type SharedViews } from '../../src/shmem/layout.ts';
+import { setWalRead } from '../../src/wal/walmap.ts';
 import { BatchCache } from './batch-cache.ts';
 import { GenerationWatch } from './waker.ts';
 
@@ -16,6 +17,7 @@ export type SenderWorkerData = {
   archiveStore: boolean;
   dataDir: string; // pg-walsender's own state (replication slots), even when serving an archive
   logLevel: string;
+  walRead: 'mmap' | 'read'; // the wal_read setting
   serverVersion: string; // e.g. "0.1.0", shown after the PostgreSQL version
   auth: AuthWorkerData; // hba, users and TLS files, re-read on a reload generation
 };
@@ -58,6 +60,7 @@ let context: SenderContext | null = null;
 
 export function senderContext(data: SenderWorkerData, batchBytes: number): SenderContext {
   if (!context) {
+    setWalRead(data.walRead);
     const views = viewsOf(data.sab);
     const log = createLogger(data.logLevel, { thread: threadId });
     const buffers = new BufferPool(batchBytes, 32); // up to 32 MiB kept: fresh 1 MiB buffers cost page faults

@@ -8,12 +8,12 @@ import {
 } from '../../src/protocol/backend.ts';
 import { PgError } from '../../src/protocol/errors.ts';
 import { formatLsn } from '../../src/protocol/lsn.ts';
-import { readFlush, shutdownMode } from '../../src/shmem/control.ts';
+import { readFlush, shutdownMode, storeIdentity } from '../../src/shmem/control.ts';
 import { ShutdownMode } from '../../src/shmem/layout.ts';
 import { terminateRequested } from '../../src/shmem/walsnd.ts';
 import { removeSlot, saveSlot } from '../../src/slots/persist.ts';
 import {
-  acquireSlot, createSlot, findSlot, freeSlot, readSlot, releaseSlot, temporarySlotsOf,
+  acquireSlot, createSlot, ensureWalReserved, findSlot, freeSlot, readSlot, releaseSlot, temporarySlotsOf,
 } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
@@ -28,11 +28,19 @@ export function createReplicationSlot(ctx: SenderContext, conn: ClientConnection
   const { views } = ctx;
   // RESERVE_WAL: PostgreSQL reserves from the last checkpoint's redo pointer; our
   // store has no checkpoints, so the slot reserves from the current flush position.
-  const flush = readFlush(views);
+  let flush = readFlush(views);
   const i = createSlot(views, {
     name: cmd.slotName, temporary: cmd.temporary, activePid: connId,
     restartLsn: cmd.reserveWal ? flush.flushLsn : 0n, restartTli: cmd.reserveWal ? flush.timeline : 0,
   });
+  if (cmd.reserveWal) {
+    try {
+      flush = ensureWalReserved(views, i, flush, () => readFlush(views), storeIdentity(views)!.segSize);
+    } catch (e) {
+      freeSlot(views, i, connId);
+      throw e;
+    }
+  }
   if (!cmd.temporary) {
     try {
       saveSlot(ctx.dataDir, readSlot(views, i)!);
