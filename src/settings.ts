@@ -266,7 +266,7 @@ export const SETTINGS: readonly Setting[] = [
   }),
   setting({
     name: 'wal_read', key: 'walRead', metavar: 'METHOD', default: 'mmap',
-    description: 'mmap: send WAL from segment mappings (native module; falls back to read without it), read: through read buffers',
+    description: 'mmap (segment mappings, native module) or read',
     expected: `one of ${WAL_READ_METHODS.join(', ')}`, parse: enumParser(WAL_READ_METHODS),
   }),
   setting({

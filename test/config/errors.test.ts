@@ -32,6 +32,7 @@ const badValues: [string, string, string][] = [
   ['workers', '0', 'invalid value for setting "workers": "0" (expected an integer from 1 to 256)'],
   ['workers', '257', 'invalid value for setting "workers": "257" (expected an integer from 1 to 256)'],
   ['source', 'primary', 'invalid value for setting "source": "primary" (expected one of demo, archive, upstream)'],
+  ['wal_read', 'sendfile', 'invalid value for setting "wal_read": "sendfile" (expected one of mmap, read)'],
   ['log_level', 'verbose', 'invalid value for setting "log_level": "verbose" (expected one of fatal, error, warn, info, debug, trace, silent)'],
   ['demo_rate', '5XB', 'invalid value for setting "demo_rate": "5XB" (invalid unit "XB"; valid units are B, kB, MB, GB, TB)'],
   ['demo_rate', 'fast', 'invalid value for setting "demo_rate": "fast" (not a size; expected a size per second such as 1MB or 512kB, 0 to pause)'],

@@ -34,6 +34,7 @@ const FLAGS: [string, string, string][] = [
   ['--max-slot-wal-keep-size', 'PGWS_MAX_SLOT_WAL_KEEP_SIZE', '-1'],
   ['--wal-sender-timeout', 'PGWS_WAL_SENDER_TIMEOUT', '60s'],
   ['--workers', 'PGWS_WORKERS', 'CPU cores'],
+  ['--wal-read', 'PGWS_WAL_READ', 'mmap'],
   ['--log-level', 'PGWS_LOG_LEVEL', 'info'],
   ['--hba-file', 'PGWS_HBA_FILE', 'none'],
   ['--users-file', 'PGWS_USERS_FILE', 'none'],
