@@ -76,3 +76,30 @@ t.test('silent connections past the task capacity are refused at once; a streami
   await waitUntil(() => completed() >= completedBefore + 2, 15_000, 'the standby completing segments meanwhile');
   t.notOk(rw.hasExited, 'the standby streamed throughout');
 });
+
+t.test('with TLS configured: sslmode=require is refused at once during the SSL exchange (as PostgreSQL when it cannot start a backend), sslmode=disable gets the reason', async (t) => {
+  const { makeTestPki } = await import('./certs.ts');
+  const pki = await makeTestPki(fs.mkdtempSync(path.join(tmp.path, 'pki-')));
+  const tlsWs = await startWalsender(['--data-dir', path.join(tmp.path, 'data-tls'), '--demo-wal-segment-size', '1MB',
+    '--max-wal-senders', String(MAX_WAL_SENDERS), '--workers', '1', '--ssl-cert-file', pki.serverCert, '--ssl-key-file', pki.serverKey], { t });
+  const silent: net.Socket[] = [];
+  t.teardown(() => { for (const s of silent) s.destroy(); });
+  for (let i = 0; i < CAPACITY; i++) {
+    const s = net.connect(tlsWs.port, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+    silent.push(s);
+  }
+  const psqlWith = (sslmode: string) => run(pgBin('psql'),
+    [`host=127.0.0.1 port=${tlsWs.port} user=postgres replication=true connect_timeout=10 sslmode=${sslmode}`, '-Atc', 'IDENTIFY_SYSTEM'],
+    { timeoutMs: 20_000 }).then((r) => ({ code: r.code, out: r.stdout + r.stderr }));
+  await waitUntil(async () => (await psqlWith('disable')).code !== 0, 10_000, 'every task taken');
+  const secure = await psqlWith('require');
+  t.not(secure.code, 0, 'sslmode=require is refused');
+  t.notMatch(secure.out, /timeout expired/, 'at once, not after connect_timeout');
+  t.match(secure.out, /sorry, too many clients already|error response during SSL exchange/, `a refusal, not a hang or a TLS failure: ${secure.out.trim()}`);
+  const plain = await psqlWith('disable');
+  t.match(plain.out, /sorry, too many clients already/, 'without TLS the client is told why');
+  for (const s of silent.splice(0, 10)) s.destroy();
+  await waitUntil(async () => (await psqlWith('require')).code === 0, 10_000, 'TLS clients let in once tasks are free', 200);
+});
