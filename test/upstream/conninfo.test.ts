@@ -6,6 +6,7 @@
 // RFC 7677's test vector and md5's arithmetic.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import {
@@ -41,6 +42,8 @@ t.test('defaults from the environment; host and port lists', async (t) => {
   t.equal(p.user, 'envuser');
   t.equal(p.sslmode, 'require');
   t.equal(p.applicationName, 'app');
+  t.equal(p.sslcrl, path.join(os.homedir(), '.postgresql', 'root.crl'), "libpq's default CRL file (used when it exists)");
+  t.equal(resolveConninfo('', { env: { PGSSLCRL: '/etc/crl.pem' } }).sslcrl, '/etc/crl.pem');
   const q = resolveConninfo('host=a,b,/tmp port=1,2,3 user=u sslmode=disable', { env });
   t.same(q.targets.map((x) => [x.host, x.port, x.isSocket]), [['a', 1, false], ['b', 2, false], ['/tmp', 3, true]], 'the string wins over the environment');
   t.equal(q.sslmode, 'disable');
@@ -65,6 +68,7 @@ t.test('password sources, in order', async (t) => {
   t.equal(resolveConninfo('', { env, passwordFile: pwFile }).password, 'from-file', 'first line of the password file');
   t.equal(resolveConninfo('', { env }).password, 'from-env');
   t.equal(resolveConninfo('', { env: {} }).password, null, 'else the passfile, per host, at connect time');
+  t.equal(resolveConninfo("password=''", { env }).password, null, "password='' (as libpq): not PGPASSWORD, the passfile");
   t.throws(() => resolveConninfo('', { env: {}, passwordFile: path.join(dir, 'missing') }), /could not read password file/);
 });
 

@@ -5,7 +5,8 @@
 // ignores the host name;
 // SCRAM-SHA-256-PLUS channel binding is used (channel_binding=require succeeds, and
 // refuses a server that authenticates without it);
-// sslmode=require against a server without TLS fails as libpq does.
+// sslmode=require against a server without TLS fails as libpq does; allow and prefer
+// retry the other way when the server rejects the first try (hostssl / hostnossl).
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -87,6 +88,21 @@ t.test('sslmode verify-full, verify-ca, require; channel binding', async (t) => 
   await noRoot.proc.waitFor(/root certificate file \\"[^"]*missing\.crt\\" does not exist/, 10_000);
   t.pass('verify-full without a root certificate file: libpq\'s error');
   await noRoot.stop('SIGINT');
+
+  // libpq retries an error during startup once the other way: sslmode=allow first
+  // without TLS, rejected here (hostssl rules only), then with it.
+  const allowed = await startRelay(t, `${base} user=postgres sslmode=allow application_name=allowed`);
+  await waitRelayReady(allowed);
+  t.match(allowed.proc.output(), /"tls":true,"msg":"connected to upstream"/, 'sslmode=allow: refused in plaintext, connected over TLS');
+  await allowed.stop('SIGINT');
+  // And sslmode=prefer: over TLS first, rejected by a hostnossl rule, then without TLS.
+  const hba = path.join(primary.dataDir, 'pg_hba.conf');
+  fs.writeFileSync(hba, 'local all all trust\nhostnossl replication all 127.0.0.1/32 trust\n');
+  await primary.psql('SELECT pg_reload_conf()');
+  const preferNoSsl = await startRelay(t, `${base} user=postgres sslmode=prefer application_name=prefernossl`);
+  await waitRelayReady(preferNoSsl);
+  t.match(preferNoSsl.proc.output(), /"tls":false,"msg":"connected to upstream"/, 'sslmode=prefer: refused over TLS, connected in plaintext');
+  await preferNoSsl.stop('SIGINT');
 
   const plain = await startCluster({ t, name: 'tls-plain' });
   const required = await startRelay(t, `host=127.0.0.1 port=${plain.port} user=postgres sslmode=require`);

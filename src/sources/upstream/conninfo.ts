@@ -211,6 +211,9 @@ export function resolveConninfo(text: string, opts: ResolveOptions = {}): ConnPa
   let password = given.get('password') ?? null;
   if (password === null && opts.passwordFile) password = readPasswordFile(opts.passwordFile);
   if (password === null) password = nonEmpty(env.PGPASSWORD) ?? null;
+  // libpq: an empty password (password='' given, which also keeps PGPASSWORD out) means
+  // "look it up in the passfile".
+  if (password === '') password = null;
   return {
     targets: hostTargets(get('host'), get('hostaddr'), get('port')),
     user,
@@ -222,7 +225,7 @@ export function resolveConninfo(text: string, opts: ResolveOptions = {}): ConnPa
     sslrootcert: get('sslrootcert') ?? path.join(pgDir, 'root.crt'),
     sslcert: get('sslcert') ?? path.join(pgDir, 'postgresql.crt'),
     sslkey: get('sslkey') ?? path.join(pgDir, 'postgresql.key'),
-    sslcrl: get('sslcrl') ?? null,
+    sslcrl: get('sslcrl') ?? path.join(pgDir, 'root.crl'), // used when it exists, as libpq does
     sslsni: (get('sslsni') ?? '1') !== '0',
     channelBinding: cb,
     connectTimeoutMs,

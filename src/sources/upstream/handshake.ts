@@ -56,11 +56,26 @@ async function connectOne(params: ConnParams, target: HostTarget, opts: ConnectO
   } catch (e) {
     // sslmode=prefer: a failed TLS handshake is retried without TLS, as libpq does.
     if (e instanceof TlsHandshakeError && params.sslmode === 'prefer') return attempt(params, target, false, deadline, opts);
+    // And like libpq, an error from the server during startup is retried once the other
+    // way: prefer over TLS without it (a hostnossl rule), allow without TLS with it (hostssl).
+    if (e instanceof ServerRejection && e.overTls && params.sslmode === 'prefer') return attempt(params, target, false, deadline, opts);
+    if (e instanceof ServerRejection && !e.overTls && params.sslmode === 'allow' && !target.isSocket) {
+      return attempt(params, target, true, deadline, opts);
+    }
     throw e;
   }
 }
 
 class TlsHandshakeError extends ConnectError {}
+
+/** An ErrorResponse from the server before the connection was ready. */
+class ServerRejection extends ConnectError {
+  readonly overTls: boolean;
+  constructor(message: string, auth: boolean, overTls: boolean) {
+    super(message, auth);
+    this.overTls = overTls;
+  }
+}
 
 async function attempt(params: ConnParams, target: HostTarget, trySsl: boolean, deadline: number,
   opts: ConnectOptions): Promise<UpstreamConnection> {
@@ -77,7 +92,8 @@ async function attempt(params: ConnParams, target: HostTarget, trySsl: boolean, 
         sock = await withDeadline(startTls(raw, params, target), deadline, 'timeout expired during SSL handshake');
         tlsInUse = true;
       } else if (answer[0] === 0x4e /* N */) {
-        if (params.sslmode !== 'prefer') throw new ConnectError('server does not support SSL, but SSL was required', true);
+        // allow's second try over TLS ends like prefer when the server has none.
+        if (params.sslmode !== 'prefer' && params.sslmode !== 'allow') throw new ConnectError('server does not support SSL, but SSL was required', true);
         pending = answer.subarray(1);
       } else if (answer[0] === 0x45 /* E */) {
         throw new ConnectError('server rejected the SSL request with an error');
@@ -200,7 +216,7 @@ async function startup(conn: UpstreamConnection, sock: net.Socket, params: ConnP
     const m = await conn.next();
     if (m.type === 'E') {
       const e = new UpstreamError(parseErrorFields(m.body));
-      throw new ConnectError(`${e.severity}:  ${e.message}`, e.code.startsWith('28'));
+      throw new ServerRejection(`${e.severity}:  ${e.message}`, e.code.startsWith('28'), conn.tlsInUse);
     }
     if (m.type === 'N' || m.type === 'v') continue;
     if (m.type !== 'R') throw new ConnectError(`expected authentication request from server, but received ${m.type}`);
