@@ -16,6 +16,7 @@
  * So mapped slices go only to plain (non-TLS) socket writes. A slot must not be
  * remapped while a write still references it (the JavaScript side counts).
  */
+#define _GNU_SOURCE /* mremap */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <sys/mman.h>
@@ -119,7 +120,17 @@ static napi_value map_at(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "mapAt: fd must be an open file descriptor");
     return NULL;
   }
-  if (mmap(at, length, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) return throw_errno(env, "mmap", errno);
+  /* Map anywhere first, then move the mapping into the slot with mremap(MREMAP_FIXED),
+   * which replaces the slot's old pages in one step. A failure (a file system without
+   * mmap, no memory) then leaves the slot as it was: still reserved, never a hole that
+   * another thread's allocation could take and a later MAP_FIXED would overwrite. */
+  void *p = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return throw_errno(env, "mmap", errno);
+  if (mremap(p, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, at) == MAP_FAILED) {
+    int err = errno;
+    munmap(p, length);
+    return throw_errno(env, "mremap", err);
+  }
   return NULL;
 }
 

@@ -68,6 +68,9 @@ export class SegmentMappings {
   private readonly bySlot: (SegmentMapping | null)[];
   private readonly byKey = new Map<string, SegmentMapping>();
   private clock = 0;
+  /** Segments that could not be mapped (then copied), and the last error. */
+  mapFailures = 0;
+  lastMapError = '';
 
   constructor(mod: WalMapModule, segSize: number, slots = Math.max(MIN_SLOTS, Math.floor(REGION_BYTES / segSize))) {
     this.mod = mod;
@@ -92,11 +95,17 @@ export class SegmentMappings {
         if (o.refs === 0 && (victim < 0 || o.lastUsed < this.bySlot[victim]!.lastUsed)) victim = i;
       }
       if (victim < 0) return null;
+      const offset = victim * this.segSize;
+      try {
+        this.mod.mapAt(this.region, offset, this.segSize, fd); // replaces the old file's pages in place
+      } catch (e) {
+        // A file system without mmap, say: the slot is as it was; this segment is copied.
+        this.mapFailures++;
+        this.lastMapError = (e as Error).message;
+        return null;
+      }
       const old = this.bySlot[victim];
       if (old) this.byKey.delete(old.key);
-      this.bySlot[victim] = null;
-      const offset = victim * this.segSize;
-      this.mod.mapAt(this.region, offset, this.segSize, fd); // replaces the old file's pages in place
       m = { bytes: this.region.subarray(offset, offset + this.segSize), key, slot: victim, refs: 0, lastUsed: 0, lastUsedAt: 0 };
       this.bySlot[victim] = m;
       this.byKey.set(key, m);

@@ -60,6 +60,24 @@ t.test('mappings: contents, one per inode, LRU reuse of unheld slots only, null 
   t.same(maps.stats(), { mapped: 0, held: 0, slots: 2 }, 'trim drops unheld mappings');
 });
 
+t.test('a file that cannot be mapped: null (the caller copies), and the slot keeps what it held', async (t) => {
+  const mod = (await import('node:module')).createRequire(import.meta.url)(WALMAP_PATH);
+  const maps = new SegmentMappings(mod, SEG, 1);
+  const file = segmentFile('kept', 5);
+  const fd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const held = maps.acquire(fd)!;
+  maps.release(held); // unheld: the one slot may be reused
+  const proc = fs.openSync('/proc/self/status', 'r'); // procfs has no mmap
+  t.teardown(() => fs.closeSync(proc));
+  t.equal(maps.acquire(proc), null, 'not mappable: null');
+  t.equal(maps.mapFailures, 1);
+  t.match(maps.lastMapError, /mmap/);
+  t.ok(held.bytes.equals(fs.readFileSync(file)), 'the slot still maps the earlier file');
+  t.equal(maps.acquire(fd), held, 'and serves it again');
+  maps.release(held);
+});
+
 t.test('a renamed .partial keeps its mapping; a replaced file gets a new one', async (t) => {
   const maps = segmentMappings(SEG)!;
   maps.trim(0);
