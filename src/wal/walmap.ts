@@ -72,10 +72,23 @@ export class SegmentMappings {
   mapFailures = 0;
   lastMapError = '';
 
+  /**
+   * Reserves `slots` segments of address space; fewer, down to MIN_SLOTS, when the
+   * process may not have that much (ulimit -v). Throws when not even that is possible.
+   */
   constructor(mod: WalMapModule, segSize: number, slots = Math.max(MIN_SLOTS, Math.floor(REGION_BYTES / segSize))) {
     this.mod = mod;
     this.segSize = segSize;
-    this.region = mod.reserve(segSize * slots);
+    let region: Buffer | null = null;
+    for (let n = slots; region === null; n = Math.floor(n / 2)) {
+      try {
+        region = mod.reserve(segSize * n);
+        slots = n;
+      } catch (e) {
+        if (n <= Math.min(slots, MIN_SLOTS)) throw e;
+      }
+    }
+    this.region = region;
     this.bySlot = new Array<SegmentMapping | null>(slots).fill(null);
   }
 
@@ -152,6 +165,26 @@ export class SegmentMappings {
   }
 }
 
+/**
+ * Slots for segments of `segSize` bytes: REGION_BYTES' worth, but at most an eighth of
+ * the process's address-space limit (ulimit -v, read from /proc/self/limits), so the
+ * reservation never starves V8 and the other threads; 0 when not even MIN_SLOTS fit.
+ */
+export function slotBudget(segSize: number, limitsText = readLimits()): number {
+  const m = /^Max address space\s+(\d+|unlimited)/m.exec(limitsText);
+  const limit = m && m[1] !== 'unlimited' ? Number(m[1]) : Infinity;
+  const slots = Math.max(MIN_SLOTS, Math.floor(Math.min(REGION_BYTES, limit / 8) / segSize));
+  return slots * segSize > limit / 8 ? 0 : slots;
+}
+
+function readLimits(): string {
+  try {
+    return fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return ''; // not Linux: no limit known
+  }
+}
+
 const perSegSize = new Map<number, SegmentMappings>();
 
 /** This thread's mappings for segments of `segSize` bytes, or null without the native module. */
@@ -160,7 +193,16 @@ export function segmentMappings(segSize: number): SegmentMappings | null {
   if (!mod) return null;
   let m = perSegSize.get(segSize);
   if (!m) {
-    const mappings = new SegmentMappings(mod, segSize);
+    let mappings: SegmentMappings;
+    try {
+      const slots = slotBudget(segSize);
+      if (slots === 0) throw new Error('the address-space limit (ulimit -v) leaves too little');
+      mappings = new SegmentMappings(mod, segSize, slots);
+    } catch (e) {
+      // No address space for even a few segments: this thread copies instead.
+      loadedState = { module: null, why: `no address space for segment mappings (${(e as Error).message})` };
+      return null;
+    }
     perSegSize.set(segSize, mappings);
     setInterval(() => mappings.trim(IDLE_UNMAP_MS), IDLE_UNMAP_MS / 2).unref();
     m = mappings;

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { SegmentMappings, segmentMappings, walReadMethod, WALMAP_PATH } from '../../src/wal/walmap.ts';
+import { SegmentMappings, segmentMappings, slotBudget, walReadMethod, WALMAP_PATH } from '../../src/wal/walmap.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
 import { segmentFileName } from '../../src/wal/segment.ts';
 
@@ -140,4 +140,34 @@ t.test('a segment truncated under a mapping ends the write with an error; the pr
   t.equal(r.signal, null, `no signal (stderr: ${r.stderr.slice(-300)})`);
   t.equal(r.status, 0, 'exit 0');
   t.match(r.stdout, /write ended: EFAULT/, 'the kernel\'s copy failed with EFAULT');
+});
+
+t.test('less address space (ulimit -v): fewer slots, or none and the copying path', async (t) => {
+  const fake = (maxBytes: number) => ({
+    reserve(length: number): Buffer {
+      if (length > maxBytes) throw new Error('mmap (reserve): Cannot allocate memory');
+      return Buffer.alloc(0);
+    },
+    mapAt(): void {},
+    unmapAt(): void {},
+  });
+  t.equal(new SegmentMappings(fake(8 * SEG), SEG, 32).stats().slots, 8, 'halved until it fits');
+  t.throws(() => new SegmentMappings(fake(4 * SEG), SEG, 32), /Cannot allocate memory/, 'not even the minimum: an error');
+  const limits = (v: string): string => `Limit Soft Limit Hard Limit Units\nMax address space         ${v}            ${v}            bytes\n`;
+  t.equal(slotBudget(16 << 20, limits('unlimited')), 256, 'no limit: 4 GiB of 16 MiB slots');
+  t.equal(slotBudget(16 << 20, limits('3072000000')), 22, 'ulimit -v: an eighth of it');
+  t.equal(slotBudget(256 << 20, limits('3072000000')), 0, 'too little for 8 slots: none');
+  t.equal(slotBudget(1 << 30, ''), 8, 'limits unknown: REGION_BYTES, at least 8 slots');
+  // The real module in a process limited to 3 GB of address space: 16 MiB segments get fewer
+  // slots; 256 MiB segments cannot get the minimum, so the thread reports the copying path.
+  const walmap = JSON.stringify(new URL('../../src/wal/walmap.ts', import.meta.url).href);
+  const probe = (segSize: number): string => spawnSync('bash', ['-c', `ulimit -v 3000000; exec "$0" --input-type=module -e "$1"`, process.execPath,
+    `import { segmentMappings, walReadMethod } from ${walmap}; const m = segmentMappings(${segSize}); console.log(JSON.stringify({ slots: m ? m.stats().slots : 0, ...walReadMethod() }));`],
+  { encoding: 'utf8', timeout: 30_000 }).stdout.trim();
+  const small = JSON.parse(probe(16 << 20) || '{}') as { slots?: number; method?: string };
+  t.equal(small.method, 'mmap', '16 MiB segments: mapped');
+  t.equal(small.slots, 22, 'with an eighth of the limit in slots');
+  const big = JSON.parse(probe(256 << 20) || '{}') as { slots?: number; method?: string; why?: string };
+  t.same([big.slots, big.method], [0, 'read'], '256 MiB segments: the copying path');
+  t.match(big.why, /no address space for segment mappings/);
 });

@@ -47,6 +47,8 @@ const MAX_BATCHES_IN_FLIGHT = 2;
 /** One batch: XLogData messages of `lengths` bytes each, contiguous from `start`, in one segment. */
 type PlannedBatch = { start: bigint; lengths: number[]; end: bigint };
 
+let warnedNoMappings = false; // once per thread
+
 type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
 
 /** readTimeLineHistory: timeline 1 has no file; a missing file is PostgreSQL's 58P01. */
@@ -146,7 +148,7 @@ class PhysicalStream {
   private readonly reader: SegmentReader;
   private readonly segSize: bigint;
   /** WAL goes out as slices of segment mappings (plain TCP and the native module only). */
-  private readonly mapped: boolean;
+  private mapped: boolean;
   private readonly lag = new LagTracker();
   private sent: bigint;
   private bytesSent = 0n;
@@ -294,6 +296,12 @@ class PhysicalStream {
   }
 
   private buildBatch(key: string, limit: bigint): Batch {
+    if (this.mapped && walReadMethod().method === 'read') {
+      // The thread could not set up its mappings (address space limit): copy from now on.
+      this.mapped = false;
+      if (!warnedNoMappings) this.ctx.log.warn({ why: walReadMethod().why }, 'senders on this thread copy WAL through read buffers');
+      warnedNoMappings = true;
+    }
     const batch = (this.mapped && this.buildMappedBatch(key, limit, this.planBatch(limit, MAPPED_BATCH_BYTES)))
       || this.buildCopiedBatch(key, limit, this.planBatch(limit, BATCH_BYTES));
     this.ctx.batches.add(batch);
