@@ -25,6 +25,22 @@ function settle(change: () => void): void {
   }
 }
 
+/**
+ * A bounded slot-lock operation, tried again a few times over about 100 ms while the lock
+ * stays busy (its holder's thread was descheduled, say), before the caller gets 503.
+ * A failed bounded attempt changes nothing, so retrying is safe.
+ */
+async function retryBusy<T>(op: () => T): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return op();
+    } catch (e) {
+      if (!(e instanceof SlotLockBusy) || attempt >= 20) throw e;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 const slotSchema = {
   type: 'object',
   required: ['slot_name', 'slot_type', 'temporary', 'active', 'active_pid', 'restart_lsn', 'wal_status', 'retained_bytes'],
@@ -101,15 +117,16 @@ export function registerSlotRoutes(app: FastifyInstance, views: SharedViews, dat
     const holder = adminHolderId();
     let i: number;
     try {
-      i = createSlot(views, { name: req.body.name, temporary: false, activePid: holder,
-        restartLsn: reserve ? flush.flushLsn : 0n, restartTli: reserve ? flush.timeline : 0 }, true);
+      i = await retryBusy(() => createSlot(views, { name: req.body.name, temporary: false, activePid: holder,
+        restartLsn: reserve ? flush.flushLsn : 0n, restartTli: reserve ? flush.timeline : 0 }, true));
     } catch (e) {
       return pgFail(reply, e);
     }
     const id = storeIdentity(views); // null before the store holds WAL: nothing to remove yet
     if (reserve && id) {
       try {
-        flush = ensureWalReserved(views, i, flush, () => peekFlush(views), id.segSize, true);
+        const reserved = flush;
+        flush = await retryBusy(() => ensureWalReserved(views, i, reserved, () => peekFlush(views), id.segSize, true));
       } catch (e) {
         settle(() => freeSlot(views, i, holder, true));
         return pgFail(reply, e);
@@ -134,7 +151,7 @@ export function registerSlotRoutes(app: FastifyInstance, views: SharedViews, dat
     const holder = adminHolderId();
     let i: number;
     try {
-      i = acquireSlot(views, req.params.name, holder, true);
+      i = await retryBusy(() => acquireSlot(views, req.params.name, holder, true));
     } catch (e) {
       return pgFail(reply, e);
     }
