@@ -81,7 +81,12 @@ t.test('drain shutdown through the API: every pg_receivewal gets all WAL, exit 0
     t.teardown(() => rw.kill('SIGKILL'));
   }
   await waitUntil(async () => (await sentOf(admin, 'drain1')) > 0 && (await sentOf(admin, 'drain2')) > 0, 15_000, 'both streaming');
-  await new Promise((r) => setTimeout(r, 1000));
+  // Let both stream across two more segment boundaries first (about a second at 4MB/s;
+  // longer on a loaded machine), so the comparison below spans several segments.
+  const from = Math.min(await sentOf(admin, 'drain1'), await sentOf(admin, 'drain2'));
+  const target = (Math.floor(from / (1 << 20)) + 2) * (1 << 20);
+  await waitUntil(async () => Math.min(await sentOf(admin, 'drain1'), await sentOf(admin, 'drain2')) >= target, 20_000,
+    'both streaming across two segment boundaries');
   const res = await admin.request('POST', '/api/v1/shutdown', { token: TOKEN, body: { mode: 'drain' } });
   t.equal(res.status, 202);
   t.same(res.json, { mode: 'drain' });
