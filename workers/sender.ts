@@ -10,7 +10,7 @@ import { ClientConnection } from './sender/client.ts';
 import { senderContext, type SenderWorkerData } from './sender/context.ts';
 import { runSession } from './sender/session.ts';
 import { messageLengthLimit, messageTooLong } from './sender/limits.ts';
-import { BATCH_BYTES } from './sender/streaming.ts';
+import { BATCH_BYTES } from './sender/batch-builder.ts';
 
 export type SenderTask = {
   socket: net.Socket;

@@ -26,6 +26,7 @@ export class SegmentReader {
   private openName = '';
   private mappings: SegmentMappings | null | undefined; // this thread's, looked up on first mappedRun
   private mapping: SegmentMapping | null = null; // held while this segment is open
+  private knownSize = -1; // the open file's size when last looked at (store files only grow; see mappedRun)
 
   constructor(dir: string, segSize: number, opts: { validate?: SegmentValidation } = {}) {
     this.dir = dir;
@@ -74,8 +75,11 @@ export class SegmentReader {
     let want = 0;
     for (const n of lengths) want += n;
     // Never hand out pages past the end of the file: the kernel's copy would fail
-    // midway through a message. A read() would have come up short here too.
-    const size = fs.fstatSync(this.fd).size;
+    // midway through a message. A read() would have come up short here too. The size is
+    // looked up again only when a run goes past what was seen (a growing .partial); a
+    // file truncated by someone else meanwhile costs the connection EFAULT (walmap.ts).
+    if (offset + want > this.knownSize) this.knownSize = fs.fstatSync(this.fd).size;
+    const size = this.knownSize;
     if (offset + want > size) {
       throw new PgError('ERROR', 'XX001',
         `could not read from WAL segment ${this.openName}, offset ${Math.max(offset, size)}: read ${Math.max(0, size - offset)} of ${want}`);
@@ -113,6 +117,7 @@ export class SegmentReader {
     this.fd = -1;
     if (this.mapping) this.mappings!.release(this.mapping);
     this.mapping = null;
+    this.knownSize = -1;
     this.openSegno = -1n;
   }
 

@@ -1,8 +1,6 @@
 // START_REPLICATION for a physical standby: walsender.c's StartReplication, WalSndLoop
-// and XLogSendPhysical. Sends XLogData of at most 128 KiB cut at page boundaries,
-// several per socket write, read from the store straight into the outgoing buffer (or,
-// with the native walmap module on plain TCP, written from the segment's mapping);
-// never past the published flush position (or the switch point of a historic
+// and XLogSendPhysical. Sends batches of XLogData (batch-builder.ts) never past the
+// published flush position (or the switch point of a historic
 // timeline); processes standby replies; keepalives and wal_sender_timeout; the
 // end-of-timeline sequence; drain at shutdown ("COPY 0").
 
@@ -10,7 +8,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   commandComplete, copyBothResponse, copyDone, dataRow, keepalive, readyForQuery, rowDescription, TypeOid,
-  writeXLogDataHeader, XLOGDATA_HEADER_LEN,
 } from '../../src/protocol/backend.ts';
 import { PgError } from '../../src/protocol/errors.ts';
 import { parseStandbyMessage } from '../../src/protocol/frontend.ts';
@@ -23,31 +20,19 @@ import {
 import {
   initialHistory, parseHistoryFile, timelineIsInHistory, tliSwitchPoint, type TimelineHistoryEntry,
 } from '../../src/wal/history.ts';
-import { historyFileName, XLOG_BLCKSZ } from '../../src/wal/segment.ts';
+import { historyFileName } from '../../src/wal/segment.ts';
 import { SegmentReader } from '../../src/wal/segment-reader.ts';
-import { walReadMethod } from '../../src/wal/walmap.ts';
 import { acquireSlot, readSlot, releaseSlot, setRestartLsn } from '../../src/slots/slots.ts';
 import type { ClientConnection } from './client.ts';
 import type { SenderContext } from './context.ts';
 import { LagHead, LagTracker } from './lag-tracker.ts';
-import type { Batch } from './batch-cache.ts';
+import { BatchBuilder } from './batch-builder.ts';
 import { SlotPersister } from './slot-commands.ts';
 import { adminShutdownError, type SessionInfo } from './session.ts';
 
-export const MAX_SEND_SIZE = XLOG_BLCKSZ * 16; // walsender.c MAX_SEND_SIZE
-export const MESSAGES_PER_WRITE = 8; // ~1 MiB per socket write: large writes are much cheaper here
-export const BATCH_BYTES = MESSAGES_PER_WRITE * (XLOGDATA_HEADER_LEN + MAX_SEND_SIZE);
-// A mapped batch costs no buffer, so it can be larger: 4 MiB writes took a sixth off
-// the server's CPU per GB with 16 concurrent standbys (A/B, 0.33 -> 0.28 s/GB).
-export const MAPPED_BATCH_BYTES = 4 * BATCH_BYTES;
 // Batches handed to the socket and not yet flushed to the kernel. Two keep the kernel's
 // send buffer fed while the next batch is read, and bound a slow standby's memory.
 const MAX_BATCHES_IN_FLIGHT = 2;
-
-/** One batch: XLogData messages of `lengths` bytes each, contiguous from `start`, in one segment. */
-type PlannedBatch = { start: bigint; lengths: number[]; end: bigint };
-
-let warnedNoMappings = false; // once per thread
 
 type TimelinePlan = { tli: number; historic: boolean; validUpto: bigint; nextTli: number };
 
@@ -147,8 +132,7 @@ class PhysicalStream {
   private readonly plan: TimelinePlan;
   private readonly reader: SegmentReader;
   private readonly segSize: bigint;
-  /** WAL goes out as slices of segment mappings (plain TCP and the native module only). */
-  private mapped: boolean;
+  private readonly batches: BatchBuilder;
   private readonly lag = new LagTracker();
   private sent: bigint;
   private bytesSent = 0n;
@@ -178,7 +162,7 @@ class PhysicalStream {
     this.reader = new SegmentReader(ctx.storeDir, id.segSize,
       ctx.archiveStore ? { validate: { sysid: id.sysid, pageMagic: id.pageMagic } } : {});
     this.sent = startPoint;
-    this.mapped = !conn.ssl && walReadMethod().method === 'mmap';
+    this.batches = new BatchBuilder(ctx, this.reader, id.segSize, conn.ssl);
   }
 
   /** WalSndLoop. True when the connection is finished (shutdown or close). */
@@ -251,11 +235,8 @@ class PhysicalStream {
   /** XLogSendPhysical, batched: several XLogData messages, one socket write. */
   private sendBatch(limit: bigint): void {
     const { ctx, conn } = this;
-    // The bytes of a batch depend only on these: another standby on this thread at the
-    // same position may already have read it. Mapped and copied batches never mix: a
-    // TLS sender must not encrypt (read in user space) a mapping.
-    const key = `${this.mapped ? 'm' : 'c'}/${this.plan.tli}/${this.plan.historic ? this.plan.nextTli : 0}/${this.sent}/${limit}`;
-    const batch = ctx.batches.acquire(key) ?? this.buildBatch(key, limit);
+    const stream = `${this.plan.tli}/${this.plan.historic ? this.plan.nextTli : 0}`;
+    const batch = this.batches.acquire(stream, this.runTimeline(this.sent), this.sent, limit);
     this.inFlight++;
     conn.writeChunks(batch.chunks, () => {
       ctx.batches.release(batch);
@@ -266,90 +247,6 @@ class PhysicalStream {
     this.sent = batch.end;
     this.lag.write(limit, pgNow());
     setWalSndSent(ctx.views, this.info.slotIndex, this.sent, this.bytesSent);
-  }
-
-  /**
-   * XLogSendPhysical's messages from the sent position: at most MAX_SEND_SIZE each, cut
-   * at page boundaries, up to `maxBytes` in all, and all from one segment file. A batch
-   * never crosses into the next segment, so a segment that cannot be read (removed, or
-   * failing the archive's checks) fails only its own batch: every byte before it has
-   * been sent first, as PostgreSQL does.
-   */
-  private planBatch(limit: bigint, maxBytes: number): PlannedBatch {
-    const lengths: number[] = [];
-    const start = this.sent;
-    const segEnd = (start / this.segSize + 1n) * this.segSize;
-    let bytes = 0;
-    let pos = start;
-    while (pos < limit && pos < segEnd) {
-      let end = pos + BigInt(MAX_SEND_SIZE);
-      if (end >= limit) end = limit;
-      else end -= end % BigInt(XLOG_BLCKSZ);
-      if (end > segEnd) end = segEnd;
-      const len = Number(end - pos);
-      if (bytes + XLOGDATA_HEADER_LEN + len > maxBytes) break;
-      lengths.push(len);
-      bytes += XLOGDATA_HEADER_LEN + len;
-      pos = end;
-    }
-    return { start, lengths, end: pos };
-  }
-
-  private buildBatch(key: string, limit: bigint): Batch {
-    if (this.mapped && walReadMethod().method === 'read') {
-      // The thread could not set up its mappings (address space limit): copy from now on.
-      this.mapped = false;
-      if (!warnedNoMappings) this.ctx.log.warn({ why: walReadMethod().why }, 'senders on this thread copy WAL through read buffers');
-      warnedNoMappings = true;
-    }
-    const batch = (this.mapped && this.buildMappedBatch(key, limit, this.planBatch(limit, MAPPED_BATCH_BYTES)))
-      || this.buildCopiedBatch(key, limit, this.planBatch(limit, BATCH_BYTES));
-    this.ctx.batches.add(batch);
-    return batch;
-  }
-
-  /** The messages read straight into one pooled buffer, headers in place. */
-  private buildCopiedBatch(key: string, limit: bigint, planned: PlannedBatch): Batch {
-    const buf = this.ctx.buffers.take();
-    const now = pgNow();
-    const targets: Buffer[] = [];
-    let off = 0;
-    let pos = planned.start;
-    try {
-      for (const len of planned.lengths) {
-        writeXLogDataHeader(buf, off, pos, limit, now, len);
-        targets.push(buf.subarray(off + XLOGDATA_HEADER_LEN, off + XLOGDATA_HEADER_LEN + len));
-        off += XLOGDATA_HEADER_LEN + len;
-        pos += BigInt(len);
-      }
-      this.reader.readInto(this.runTimeline(planned.start), planned.start, targets);
-    } catch (e) {
-      this.ctx.buffers.give(buf);
-      throw e;
-    }
-    return { key, chunks: [buf.subarray(0, off)], buf, release: null, end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
-  }
-
-  /**
-   * Headers in one small buffer, WAL as slices of the segment's mapping; null when no
-   * mapping is available (then the batch is copied). The batch holds a reference on the
-   * mapping until the cache frees it, which is after its last write completed.
-   */
-  private buildMappedBatch(key: string, limit: bigint, planned: PlannedBatch): Batch | null {
-    const mapped = this.reader.mappedRun(this.runTimeline(planned.start), planned.start, planned.lengths);
-    if (!mapped) return null;
-    const headers = Buffer.allocUnsafe(planned.lengths.length * XLOGDATA_HEADER_LEN);
-    const now = pgNow();
-    const chunks: Buffer[] = [];
-    let pos = planned.start;
-    for (let i = 0; i < mapped.slices.length; i++) {
-      const h = i * XLOGDATA_HEADER_LEN;
-      writeXLogDataHeader(headers, h, pos, limit, now, planned.lengths[i], false);
-      chunks.push(headers.subarray(h, h + XLOGDATA_HEADER_LEN), mapped.slices[i]);
-      pos += BigInt(planned.lengths[i]);
-    }
-    const reader = this.reader;
-    return { key, chunks, buf: null, release: () => reader.releaseMapping(mapped.mapping), end: planned.end, builtAt: Date.now(), refs: 1, evicted: false };
   }
 
   /** A historic timeline's switch segment comes from the next timeline's file. */
